@@ -1,0 +1,79 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# vfio-user-pci: a vfio-user client device for Debian's QEMU 10.0.
+# See README.rst.  Every target sets up what it needs: dependencies
+# (scripts/install-deps), the base tree (./configure) and the build.
+
+SHELL := /bin/bash
+TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+BUILD := $(TOP)/build
+TREE := $(BUILD)/qemu
+QBUILD := $(TREE)/build
+# One ninja at a time in build/qemu/build, whoever runs it.
+NINJA := flock $(BUILD)/.ninja.lock ninja
+export CCACHE_BASEDIR := $(BUILD)
+export CCACHE_NOHASHDIR := 1
+
+.PHONY: all build setup deps check check-patches export-patches series \
+        check-series demo bench clean distclean help
+
+all: build
+
+help:
+	@sed -n '/^## /s/^## //p' $(TOP)/README.rst 2>/dev/null; \
+	echo "targets: all check demo bench export-patches check-patches series check-series clean distclean"
+
+deps:
+	@$(TOP)/scripts/install-deps
+
+# Create build/qemu and configure QEMU when needed; re-apply patches/
+# when it changed (git pull); refresh the overlay links.
+setup: deps
+	@if [ ! -f $(QBUILD)/build.ninja ]; then \
+	    $(TOP)/configure --no-deps; \
+	else \
+	    $(TOP)/scripts/tree sync && $(TOP)/scripts/tree link; \
+	fi
+
+build: setup
+	@echo "ninja: building QEMU and the test peers in build/qemu/build"
+	@$(NINJA) -C $(QBUILD) > $(BUILD)/ninja.log 2>&1 || { \
+	    grep -B2 -A12 -m3 -E 'error|FAILED' $(BUILD)/ninja.log; \
+	    echo "build failed: see build/ninja.log"; exit 1; }
+	@tail -n 1 $(BUILD)/ninja.log
+
+check-patches:
+	@$(TOP)/scripts/tree check
+
+export-patches:
+	@$(TOP)/scripts/tree export
+
+series: setup
+	@$(TOP)/scripts/tree series
+
+check-series: series
+	@$(TOP)/scripts/tree check-series
+
+# All tests.  The last line is "N passed, N failed"; non-zero exit on any
+# failure.  check-patches runs first: unexported work fails the check.
+check: setup
+	@$(TOP)/scripts/tree check
+	@$(MAKE) --no-print-directory build
+	@/usr/bin/python3 $(TOP)/tests/vfio-user/run-tests $(TESTS)
+
+demo: build
+	@$(TOP)/scripts/demo
+
+bench: build
+	@$(TOP)/bench/run
+
+clean:
+	@if [ -f $(QBUILD)/build.ninja ]; then $(NINJA) -C $(QBUILD) clean >/dev/null; fi
+	@rm -rf $(BUILD)/series $(BUILD)/series-tree $(BUILD)/series-check $(BUILD)/tests
+	@echo "clean: build outputs removed (build/qemu and the download cache kept; 'make distclean' removes them)"
+
+distclean:
+	@if [ -d $(TREE)/.git ] && ! $(TOP)/scripts/tree check >/dev/null 2>&1; then \
+	    echo "distclean: build/qemu holds work that patches/ does not; export it first" >&2; \
+	    $(TOP)/scripts/tree check; exit 1; fi
+	rm -rf $(BUILD)
