@@ -35,9 +35,16 @@ setup: deps
 	    $(TOP)/scripts/tree sync && $(TOP)/scripts/tree link; \
 	fi
 
+# What the tests and the demo need: QEMU, the libvfio-user samples (test
+# peers) and every test executable of ours; not the rest of QEMU's tests.
+SAMPLES := $(addprefix subprojects/libvfio-user/samples/,server null gpio-pci-idio-16 client)
+
 build: setup
 	@echo "ninja: building QEMU and the test peers in build/qemu/build"
-	@$(NINJA) -C $(QBUILD) > $(BUILD)/ninja.log 2>&1 || { \
+	@$(NINJA) -C $(QBUILD) build.ninja > $(BUILD)/ninja.log 2>&1 && \
+	targets="qemu-system-x86_64 $(SAMPLES) $$(ninja -C $(QBUILD) -t targets all | \
+	    sed -n 's|^\(tests/[a-z]*/[^:/]*vfio-user[^:/]*\): .*LINKER.*|\1|p')" && \
+	$(NINJA) -C $(QBUILD) $$targets >> $(BUILD)/ninja.log 2>&1 || { \
 	    grep -B2 -A12 -m3 -E 'error|FAILED' $(BUILD)/ninja.log; \
 	    echo "build failed: see build/ninja.log"; exit 1; }
 	@tail -n 1 $(BUILD)/ninja.log

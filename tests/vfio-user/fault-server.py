@@ -1,0 +1,299 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# A scripted vfio-user server for fault injection: it does what real
+# servers never do, so tests can check that the client copes.
+#
+#   fault-server.py --socket PATH --mode MODE [--log FILE] [options]
+#
+# Modes:
+#   close        accept the client, then close the connection at once
+#   garbage      answer VERSION with a malformed reply
+#   device       emulate a small PCI device (vendor 0x1af4, device 0x10f0)
+#                with BAR0 (4 KiB MMIO scratch memory, message-accessed),
+#                INTx and MSI (one vector each), and reset; DMA_MAP and
+#                DMA_UNMAP are recorded.  Writing a command number to
+#                BAR0 offset 0xff8 makes the server send DMA requests:
+#                  1  DMA_READ outside every map
+#                  2  DMA_READ larger than max_data_xfer_size
+#                  3  DMA_WRITE to a read-only map
+#                  4  arm: the next read of BAR0 offset 0xff0 is answered
+#                     only after a DMA_READ of the first mapped page
+#                  5  DMA_WRITE of 16 bytes 0xa5 to the first writable map,
+#                     then DMA_READ of them back
+#                Results go to the log as JSON lines:
+#                  {"event": "dma-reply", "cmd": N, "error": E, "data": HEX}
+#   die-on-read  like device, but exits without replying to the Nth
+#                REGION_READ of BAR0 (--die-after N, default 1)
+#
+# Each message is read whole; every event is logged as a JSON line.
+
+import argparse
+import json
+import os
+import socket
+import struct
+import sys
+
+HDR = struct.Struct("<HHIII")
+CMD_VERSION, CMD_DMA_MAP, CMD_DMA_UNMAP, CMD_GET_INFO, CMD_GET_REGION_INFO, \
+    CMD_GET_REGION_IO_FDS, CMD_GET_IRQ_INFO, CMD_SET_IRQS, CMD_REGION_READ, \
+    CMD_REGION_WRITE, CMD_DMA_READ, CMD_DMA_WRITE, CMD_RESET = range(1, 14)
+F_REPLY, F_NO_REPLY, F_ERROR = 1, 0x10, 0x20
+EINVAL, ENOTSUP, EFAULT, EPERM, ENOENT = 22, 95, 14, 1, 2
+MAX_XFER = 1 << 20
+
+CONFIG, BAR0 = 7, 0
+NUM_REGIONS, NUM_IRQS = 9, 5
+
+
+class Server:
+    def __init__(self, args):
+        self.args = args
+        self.log = open(args.log, "a", buffering=1) if args.log else sys.stdout
+        self.conn = None
+        self.next_id = 0x8000
+        self.maps = []  # (addr, size, prot)
+        self.bar0 = bytearray(4096)
+        self.cfg = bytearray(256)
+        struct.pack_into("<HHHH", self.cfg, 0, 0x1af4, 0x10f0, 0, 0x10)
+        self.cfg[0x08] = 1          # revision
+        self.cfg[0x0b] = 0xff       # class: unassigned
+        struct.pack_into("<I", self.cfg, 0x10, 0)  # BAR0: 32-bit memory
+        self.cfg[0x34] = 0x40       # capabilities: MSI at 0x40
+        self.cfg[0x3d] = 1          # INTA
+        struct.pack_into("<BBH", self.cfg, 0x40, 0x05, 0x00, 0x0000)
+        self.bar0_mask = ~(4096 - 1) & 0xffffffff
+        self.armed_read = False
+        self.bar0_reads = 0
+
+    def event(self, **kw):
+        self.log.write(json.dumps(kw) + "\n")
+
+    # -- socket I/O --------------------------------------------------------
+    def recv_exact(self, n, fds=None):
+        buf = b""
+        while len(buf) < n:
+            if fds is not None and not buf:
+                data, anc, _, _ = self.conn.recvmsg(
+                    n - len(buf), socket.CMSG_SPACE(16 * 4))
+                for level, typ, cdata in anc:
+                    if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                        fds.extend(struct.unpack("%di" % (len(cdata) // 4),
+                                                 cdata[:len(cdata) // 4 * 4]))
+            else:
+                data = self.conn.recv(n - len(buf))
+            if not data:
+                raise EOFError
+            buf += data
+        return buf
+
+    def recv_msg(self):
+        fds = []
+        hdr = self.recv_exact(HDR.size, fds)
+        msg_id, cmd, size, flags, err = HDR.unpack(hdr)
+        body = self.recv_exact(size - HDR.size) if size > HDR.size else b""
+        return msg_id, cmd, flags, err, body, fds
+
+    def send(self, msg_id, cmd, flags, body=b"", err=0):
+        self.conn.sendall(HDR.pack(msg_id, cmd, HDR.size + len(body),
+                                   flags, err) + body)
+
+    def reply(self, msg_id, cmd, body=b""):
+        self.send(msg_id, cmd, F_REPLY, body)
+
+    def error(self, msg_id, cmd, err):
+        self.send(msg_id, cmd, F_REPLY | F_ERROR, b"", err)
+
+    # -- server-to-client requests ------------------------------------------
+    def request(self, cmd, body):
+        """Send a request and wait for its reply, serving nothing else."""
+        msg_id = self.next_id
+        self.next_id += 1
+        self.send(msg_id, cmd, 0, body)
+        while True:
+            rid, rcmd, flags, err, rbody, fds = self.recv_msg()
+            for fd in fds:
+                os.close(fd)
+            if flags & 0xf == F_REPLY and rid == msg_id:
+                return (err if flags & F_ERROR else 0), rbody
+            self.event(event="unexpected", id=rid, cmd=rcmd)
+
+    def dma_read(self, addr, count):
+        return self.request(CMD_DMA_READ, struct.pack("<QQ", addr, count))
+
+    def dma_write(self, addr, data):
+        return self.request(CMD_DMA_WRITE,
+                            struct.pack("<QQ", addr, len(data)) + data)
+
+    def run_dma_command(self, n):
+        if n == 1:
+            top = max([a + s for a, s, _ in self.maps] or [0])
+            err, body = self.dma_read(top + (1 << 40), 8)
+        elif n == 2:
+            addr = self.maps[0][0] if self.maps else 0
+            err, body = self.dma_read(addr, MAX_XFER + 4096)
+        elif n == 3:
+            ro = [m for m in self.maps if not m[2] & 2]
+            addr = ro[0][0] if ro else (1 << 50)
+            err, body = self.dma_write(addr, b"\x5a" * 8)
+        elif n == 4:
+            self.armed_read = True
+            self.event(event="armed")
+            return
+        elif n == 5:
+            rw = [m for m in self.maps if m[2] & 2]
+            if not rw:
+                self.event(event="dma-reply", cmd=n, error=ENOENT, data="")
+                return
+            err, body = self.dma_write(rw[0][0], b"\xa5" * 16)
+            if not err:
+                err, body = self.dma_read(rw[0][0], 16)
+        else:
+            return
+        self.event(event="dma-reply", cmd=n, error=err,
+                   data=body[16:].hex() if len(body) > 16 else "")
+
+    # -- client requests ------------------------------------------------------
+    def handle(self, msg_id, cmd, flags, body, fds):
+        no_reply = flags & F_NO_REPLY
+        if cmd == CMD_VERSION:
+            major, minor = struct.unpack_from("<HH", body)
+            self.event(event="version", major=major, minor=minor,
+                       caps=body[4:].rstrip(b"\0").decode(errors="replace"))
+            if self.args.mode == "garbage":
+                self.reply(msg_id, cmd, b"\x01\x00\x00\x00{not json")
+                return
+            caps = json.dumps({"capabilities": {
+                "max_msg_fds": 8, "max_data_xfer_size": MAX_XFER}})
+            self.reply(msg_id, cmd,
+                       struct.pack("<HH", 0, 1) + caps.encode() + b"\0")
+        elif cmd == CMD_GET_INFO:
+            argsz = struct.unpack_from("<I", body)[0]
+            self.reply(msg_id, cmd, struct.pack("<IIII", max(argsz, 16),
+                                                1 | 2, NUM_REGIONS, NUM_IRQS))
+        elif cmd == CMD_GET_REGION_INFO:
+            argsz, _, index = struct.unpack_from("<III", body)
+            size, fl = 0, 0
+            if index == CONFIG:
+                size, fl = 256, 3
+            elif index == BAR0:
+                size, fl = 4096, 3
+            self.reply(msg_id, cmd,
+                       struct.pack("<IIIIQQ", 32, fl, index, 0, size, 0))
+        elif cmd == CMD_GET_IRQ_INFO:
+            argsz, _, index, _ = struct.unpack_from("<IIII", body)
+            count = 1 if index in (0, 1) else 0
+            fl = 1 | (2 | 4 if index == 0 else 8)
+            self.reply(msg_id, cmd, struct.pack("<IIII", 16, fl, index, count))
+        elif cmd == CMD_SET_IRQS:
+            argsz, fl, index, start, count = struct.unpack_from("<IIIII", body)
+            self.event(event="set-irqs", flags=fl, index=index, start=start,
+                       count=count, fds=len(fds))
+            self.reply(msg_id, cmd)
+        elif cmd == CMD_REGION_READ:
+            off, region, count = struct.unpack_from("<QII", body)
+            if region == BAR0 and off == 0xff0 and self.armed_read:
+                self.armed_read = False
+                addr = self.maps[0][0] if self.maps else 0
+                err, rbody = self.dma_read(addr, 8)
+                self.event(event="dma-reply", cmd=4, error=err,
+                           data=rbody[16:].hex())
+            if region == BAR0 and self.args.mode == "die-on-read":
+                self.bar0_reads += 1
+                if self.bar0_reads >= self.args.die_after:
+                    self.event(event="dying")
+                    os._exit(0)
+            data = self.region_read(region, off, count)
+            if data is None:
+                self.error(msg_id, cmd, EINVAL)
+            else:
+                self.reply(msg_id, cmd,
+                           struct.pack("<QII", off, region, count) + data)
+        elif cmd == CMD_REGION_WRITE:
+            off, region, count = struct.unpack_from("<QII", body)
+            ok = self.region_write(region, off, body[16:16 + count])
+            if not no_reply:
+                if ok:
+                    self.reply(msg_id, cmd, struct.pack("<QII", off, region,
+                                                        count))
+                else:
+                    self.error(msg_id, cmd, EINVAL)
+            if ok and region == BAR0 and off == 0xff8:
+                self.run_dma_command(body[16])
+        elif cmd == CMD_DMA_MAP:
+            argsz, fl, offset, addr, size = struct.unpack_from("<IIQQQ", body)
+            self.maps.append((addr, size, fl & 3))
+            self.event(event="dma-map", addr=addr, size=size, flags=fl,
+                       fd=len(fds) > 0)
+            self.reply(msg_id, cmd)
+        elif cmd == CMD_DMA_UNMAP:
+            argsz, fl, addr, size = struct.unpack_from("<IIQQ", body)
+            self.maps = [m for m in self.maps if m[0] != addr]
+            self.event(event="dma-unmap", addr=addr, size=size)
+            self.reply(msg_id, cmd, body[:24])
+        elif cmd == CMD_RESET:
+            self.event(event="reset")
+            self.bar0[:] = bytes(4096)
+            self.reply(msg_id, cmd)
+        else:
+            self.error(msg_id, cmd, ENOTSUP)
+        for fd in fds:
+            os.close(fd)
+
+    def region_read(self, region, off, count):
+        if region == CONFIG and off + count <= 256:
+            return bytes(self.cfg[off:off + count])
+        if region == BAR0 and off + count <= 4096:
+            return bytes(self.bar0[off:off + count])
+        if region not in (CONFIG, BAR0):
+            return None
+        return None
+
+    def region_write(self, region, off, data):
+        if region == CONFIG and off + len(data) <= 256:
+            if off == 0x10 and len(data) == 4:
+                v = struct.unpack("<I", data)[0] & self.bar0_mask
+                struct.pack_into("<I", self.cfg, 0x10, v)
+            elif off in (0x04, 0x05) or off >= 0x40:
+                self.cfg[off:off + len(data)] = data
+            return True
+        if region == BAR0 and off + len(data) <= 4096:
+            self.bar0[off:off + len(data)] = data
+            return True
+        return False
+
+    def serve(self):
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if os.path.exists(self.args.socket):
+            os.unlink(self.args.socket)
+        lsock.bind(self.args.socket)
+        lsock.listen(1)
+        self.event(event="listening", socket=self.args.socket)
+        self.conn, _ = lsock.accept()
+        lsock.close()
+        self.event(event="accepted")
+        if self.args.mode == "close":
+            self.conn.close()
+            self.event(event="closed")
+            return
+        try:
+            while True:
+                msg_id, cmd, flags, err, body, fds = self.recv_msg()
+                self.handle(msg_id, cmd, flags, body, fds)
+        except (EOFError, ConnectionResetError, BrokenPipeError):
+            self.event(event="eof")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--socket", required=True)
+    p.add_argument("--mode", default="device",
+                   choices=["close", "garbage", "device", "die-on-read"])
+    p.add_argument("--die-after", type=int, default=1)
+    p.add_argument("--log")
+    Server(p.parse_args()).serve()
+
+
+if __name__ == "__main__":
+    main()
