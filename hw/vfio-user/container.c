@@ -1,0 +1,398 @@
+/*
+ * vfio-user IOMMU backend: guest memory as DMA_MAP/DMA_UNMAP messages
+ *
+ * Each vfio-user-pci device gets a container of its own (its server sees
+ * only its own maps).  The vfio memory listener calls dma_map/dma_unmap
+ * for the guest RAM sections; they become messages.  RAM backed by a
+ * shareable fd is passed with that fd and its offset in the file, so the
+ * server can mmap it; other RAM is announced without an fd and the server
+ * reaches it with DMA_READ/DMA_WRITE, which vfio_user_container_dma_rw()
+ * serves after checking them against the maps.
+ *
+ * The messages of one memory transaction are sent back to back and their
+ * replies collected at its commit, so a transaction costs about one round
+ * trip; every failure is reported.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include <linux/vfio.h>
+
+#include "qapi/error.h"
+#include "qemu/error-report.h"
+#include "qemu/iova-tree.h"
+#include "qemu/main-loop.h"
+#include "qemu/coroutine.h"
+#include "exec/address-spaces.h"
+#include "exec/ramblock.h"
+#include "system/dma.h"
+#include "hw/vfio/vfio-common.h"
+#include "hw/vfio/vfio-container-base.h"
+#include "device.h"
+#include "container.h"
+#include "trace.h"
+
+struct VFIOUserContainer {
+    VFIOContainerBase bcontainer;
+    VFIOUserPCIDevice *udev;
+    AddressSpace *as;
+    /* What the server may access: the maps sent, by IOVA */
+    IOVATree *maps;
+    unsigned int nr_maps;
+    /* Messages sent and not answered yet */
+    unsigned int inflight;
+    /* Inside a memory transaction (listener begin/commit) */
+    bool batching;
+    /* The first failure of the current batch, and how many there were */
+    Error *batch_err;
+    unsigned int batch_failures;
+};
+
+OBJECT_DECLARE_SIMPLE_TYPE(VFIOUserContainer, VFIO_IOMMU_USER)
+
+typedef struct VFIOUserDMAOp {
+    VFIOUserContainer *container;
+    int fd;
+    union {
+        VFIOUserHdr hdr;
+        VFIOUserDMAMap map;
+        VFIOUserDMAUnmap unmap;
+    } msg;
+} VFIOUserDMAOp;
+
+static VFIOProxy *container_proxy(const VFIOUserContainer *c)
+{
+    return c->udev->proxy;
+}
+
+static const char *container_name(const VFIOUserContainer *c)
+{
+    return c->udev->parent_obj.vbasedev.name;
+}
+
+static void vfio_user_dma_failed(VFIOUserContainer *c, Error *err)
+{
+    c->batch_failures++;
+    if (!c->batch_err) {
+        c->batch_err = err;
+    } else {
+        error_free(err);
+    }
+}
+
+static void coroutine_fn vfio_user_dma_co(void *opaque)
+{
+    VFIOUserDMAOp *op = opaque;
+    VFIOUserContainer *c = op->container;
+    VFIOUserFDs fds = { .send = &op->fd, .nsend = 1 };
+    bool is_map = op->msg.hdr.command == VFIO_USER_DMA_MAP;
+    uint64_t iova = le64_to_cpu(is_map ? op->msg.map.address :
+                                op->msg.unmap.address);
+    uint64_t size = le64_to_cpu(is_map ? op->msg.map.size :
+                                op->msg.unmap.size);
+    Error *err = NULL;
+    int ret;
+
+    ret = vfio_user_co_send_recv(container_proxy(c), &op->msg.hdr,
+                                 op->fd >= 0 ? &fds : NULL,
+                                 sizeof(op->msg), 0, &err);
+    trace_vfio_user_dma(container_name(c), is_map ? "map" : "unmap", iova,
+                        size, op->fd, ret);
+    if (ret < 0) {
+        error_prepend(&err, "DMA_%s of 0x%" PRIx64 "+0x%" PRIx64 ": ",
+                      is_map ? "MAP" : "UNMAP", iova, size);
+        vfio_user_dma_failed(c, err);
+        if (is_map) {
+            /* The server did not take it: it must not be used. */
+            DMAMap window = { .iova = iova, .size = size - 1 };
+
+            iova_tree_remove(c->maps, window);
+            c->nr_maps--;
+        }
+    }
+    c->inflight--;
+    g_free(op);
+    aio_wait_kick();
+}
+
+static void vfio_user_dma_refuse(VFIOUserContainer *c, hwaddr iova,
+                                 ram_addr_t size, const char *why)
+{
+    Error *err = NULL;
+
+    error_setg(&err, "DMA_MAP of 0x%" HWADDR_PRIx "+0x%" PRIx64
+               " refused: %s", iova, (uint64_t)size, why);
+    vfio_user_dma_failed(c, err);
+}
+
+/* Wait for the replies of every message sent, then report failures. */
+static int vfio_user_dma_flush(VFIOUserContainer *c)
+{
+    VFIOContainerBase *bcontainer = &c->bcontainer;
+    Error *err;
+    int ret = 0;
+
+    assert(!qemu_in_coroutine());
+    AIO_WAIT_WHILE(NULL, c->inflight > 0);
+    err = g_steal_pointer(&c->batch_err);
+    if (err) {
+        if (c->batch_failures > 1) {
+            error_append_hint(&err, "%u DMA map/unmap messages failed in "
+                              "this memory transaction\n", c->batch_failures);
+        }
+        error_prepend(&err, "vfio-user-pci %s: ", container_name(c));
+        if (!bcontainer->initialized && !bcontainer->error) {
+            /* Realize fails with it */
+            bcontainer->error = err;
+        } else {
+            error_report_err(err);
+        }
+        ret = -EIO;
+    }
+    c->batch_failures = 0;
+    return ret;
+}
+
+/* Send the message of @op; its reply is collected by vfio_user_dma_flush. */
+static int vfio_user_dma_send(VFIOUserContainer *c, VFIOUserDMAOp *op)
+{
+    Coroutine *co;
+
+    if (vfio_user_proxy_state(container_proxy(c)) != VFIO_PROXY_CONNECTED) {
+        /* A lost server has no maps left to change. */
+        g_free(op);
+        return 0;
+    }
+    op->container = c;
+    c->inflight++;
+    co = qemu_coroutine_create(vfio_user_dma_co, op);
+    aio_co_enter(qemu_get_aio_context(), co);
+    if (!c->batching) {
+        return vfio_user_dma_flush(c);
+    }
+    return 0;
+}
+
+static int vfio_user_dma_map(const VFIOContainerBase *bcontainer,
+                             hwaddr iova, ram_addr_t size, void *vaddr,
+                             bool readonly)
+{
+    VFIOUserContainer *c = VFIO_IOMMU_USER(bcontainer);
+    const VFIOUserCaps *caps = vfio_user_proxy_caps(container_proxy(c));
+    uint64_t pgmask = (1ULL << ctz64(caps->pgsizes)) - 1;
+    DMAMap window = {
+        .iova = iova, .size = size - 1,
+        .perm = readonly ? IOMMU_RO : IOMMU_RW,
+    };
+    VFIOUserDMAOp *op;
+    MemoryRegion *mr;
+    off_t offset = 0;
+    int fd = -1;
+
+    if (!size || (iova & pgmask) || (size & pgmask)) {
+        vfio_user_dma_refuse(c, iova, size, "not aligned to the server's "
+                             "smallest DMA page size (pgsizes)");
+        return c->batching ? 0 : vfio_user_dma_flush(c);
+    }
+    if (c->nr_maps >= caps->max_dma_maps) {
+        vfio_user_dma_refuse(c, iova, size, "the server's max_dma_maps "
+                             "is reached");
+        return c->batching ? 0 : vfio_user_dma_flush(c);
+    }
+    mr = vfio_container_dma_map_source(vaddr, &fd, &offset);
+    if (!mr || !mr->ram_block || !qemu_ram_is_shared(mr->ram_block)) {
+        /* Not shareable: the server gets the window without an fd. */
+        fd = -1;
+        offset = 0;
+    }
+    if (iova_tree_insert(c->maps, &window) != IOVA_OK) {
+        vfio_user_dma_refuse(c, iova, size, "it overlaps an existing map");
+        return c->batching ? 0 : vfio_user_dma_flush(c);
+    }
+    c->nr_maps++;
+
+    op = g_new0(VFIOUserDMAOp, 1);
+    op->fd = fd;
+    vfio_user_msg_init(&op->msg.hdr, VFIO_USER_DMA_MAP, sizeof(op->msg.map));
+    op->msg.map.argsz = cpu_to_le32(sizeof(op->msg.map) -
+                                    sizeof(op->msg.hdr));
+    op->msg.map.flags = cpu_to_le32(VFIO_USER_DMA_MAP_READ |
+                                    (readonly ? 0 : VFIO_USER_DMA_MAP_WRITE));
+    op->msg.map.offset = cpu_to_le64(offset);
+    op->msg.map.address = cpu_to_le64(iova);
+    op->msg.map.size = cpu_to_le64(size);
+    return vfio_user_dma_send(c, op);
+}
+
+static int vfio_user_dma_unmap(const VFIOContainerBase *bcontainer,
+                               hwaddr iova, ram_addr_t size,
+                               IOMMUTLBEntry *iotlb)
+{
+    VFIOUserContainer *c = VFIO_IOMMU_USER(bcontainer);
+    DMAMap window = { .iova = iova, .size = size - 1 };
+    VFIOUserDMAOp *op;
+    const DMAMap *m;
+
+    /* From now on the server's requests for the range are refused. */
+    while ((m = iova_tree_find(c->maps, &window))) {
+        DMAMap old = *m;
+
+        iova_tree_remove(c->maps, old);
+        c->nr_maps--;
+    }
+
+    op = g_new0(VFIOUserDMAOp, 1);
+    op->fd = -1;
+    vfio_user_msg_init(&op->msg.hdr, VFIO_USER_DMA_UNMAP,
+                       sizeof(op->msg.unmap));
+    op->msg.unmap.argsz = cpu_to_le32(sizeof(op->msg.unmap) -
+                                      sizeof(op->msg.hdr));
+    op->msg.unmap.address = cpu_to_le64(iova);
+    op->msg.unmap.size = cpu_to_le64(size);
+    return vfio_user_dma_send(c, op);
+}
+
+static void vfio_user_listener_begin(VFIOContainerBase *bcontainer)
+{
+    VFIO_IOMMU_USER(bcontainer)->batching = true;
+}
+
+static void vfio_user_listener_commit(VFIOContainerBase *bcontainer)
+{
+    VFIOUserContainer *c = VFIO_IOMMU_USER(bcontainer);
+
+    c->batching = false;
+    vfio_user_dma_flush(c);
+}
+
+/*
+ * A server's DMA_READ (@is_write false) or DMA_WRITE: allowed only inside
+ * the maps sent, with their permission; each piece is then plain guest
+ * RAM of the device's address space.
+ */
+int vfio_user_container_dma_rw(VFIOUserContainer *c, uint64_t addr,
+                               void *buf, uint64_t len, bool is_write)
+{
+    uint64_t done = 0;
+
+    if (!len || addr + len < addr) {
+        return -EINVAL;
+    }
+    while (done < len) {
+        DMAMap want = { .iova = addr + done, .size = 0 };
+        const DMAMap *m = iova_tree_find(c->maps, &want);
+        uint64_t n;
+
+        if (!m) {
+            trace_vfio_user_dma_refused(container_name(c), addr, len,
+                                        "outside every map");
+            return -EFAULT;
+        }
+        if (is_write && !(m->perm & IOMMU_WO)) {
+            trace_vfio_user_dma_refused(container_name(c), addr, len,
+                                        "write to a read-only map");
+            return -EPERM;
+        }
+        n = MIN(len - done, m->iova + m->size - (addr + done) + 1);
+        if (address_space_rw(c->as, addr + done, MEMTXATTRS_UNSPECIFIED,
+                             buf + done, n, is_write) != MEMTX_OK) {
+            return -EFAULT;
+        }
+        done += n;
+    }
+    return 0;
+}
+
+static bool vfio_user_attach_device(const char *name, VFIODevice *vbasedev,
+                                    AddressSpace *as, Error **errp)
+{
+    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
+    const VFIOUserCaps *caps = vfio_user_proxy_caps(udev->proxy);
+    VFIOContainerBase *bcontainer;
+    VFIOUserContainer *c;
+    VFIOAddressSpace *space;
+
+    if (as != &address_space_memory) {
+        error_setg(errp, "a guest vIOMMU is not supported by vfio-user-pci "
+                   "yet; attach it to a bus without one");
+        return false;
+    }
+    space = vfio_get_address_space(as);
+    c = VFIO_IOMMU_USER(object_new(TYPE_VFIO_IOMMU_USER));
+    c->udev = udev;
+    c->as = as;
+    c->maps = iova_tree_new();
+    bcontainer = &c->bcontainer;
+    bcontainer->pgsizes = caps->pgsizes;
+    bcontainer->dma_max_mappings = MIN(caps->max_dma_maps, UINT_MAX);
+    vfio_address_space_insert(space, bcontainer);
+
+    vbasedev->bcontainer = bcontainer;
+    QLIST_INSERT_HEAD(&bcontainer->device_list, vbasedev, container_next);
+    udev->container = c;
+
+    bcontainer->listener = vfio_memory_listener;
+    memory_listener_register(&bcontainer->listener, as);
+    if (bcontainer->error) {
+        error_propagate_prepend(errp, g_steal_pointer(&bcontainer->error),
+                                "DMA maps failed: ");
+        vfio_user_detach_device_common(vbasedev);
+        return false;
+    }
+    bcontainer->initialized = true;
+    return true;
+}
+
+/* Unmap everything (the listener's region_del) and drop the container. */
+void vfio_user_detach_device_common(VFIODevice *vbasedev)
+{
+    VFIOContainerBase *bcontainer = vbasedev->bcontainer;
+    VFIOUserContainer *c;
+    VFIOAddressSpace *space;
+
+    if (!bcontainer) {
+        return;
+    }
+    c = VFIO_IOMMU_USER(bcontainer);
+    space = bcontainer->space;
+    memory_listener_unregister(&bcontainer->listener);
+    vfio_user_dma_flush(c);
+    QLIST_REMOVE(vbasedev, container_next);
+    vbasedev->bcontainer = NULL;
+    c->udev->container = NULL;
+    iova_tree_destroy(c->maps);
+    object_unref(OBJECT(c));
+    vfio_put_address_space(space);
+}
+
+static void vfio_user_detach_device(VFIODevice *vbasedev)
+{
+    vfio_user_detach_device_common(vbasedev);
+}
+
+static void vfio_iommu_user_class_init(ObjectClass *klass, void *data)
+{
+    VFIOIOMMUClass *vioc = VFIO_IOMMU_CLASS(klass);
+
+    vioc->dma_map = vfio_user_dma_map;
+    vioc->dma_unmap = vfio_user_dma_unmap;
+    vioc->attach_device = vfio_user_attach_device;
+    vioc->detach_device = vfio_user_detach_device;
+    vioc->listener_begin = vfio_user_listener_begin;
+    vioc->listener_commit = vfio_user_listener_commit;
+}
+
+static const TypeInfo vfio_iommu_user_info = {
+    .name = TYPE_VFIO_IOMMU_USER,
+    .parent = TYPE_VFIO_IOMMU,
+    .instance_size = sizeof(VFIOUserContainer),
+    .class_init = vfio_iommu_user_class_init,
+};
+
+static void vfio_iommu_user_register_types(void)
+{
+    type_register_static(&vfio_iommu_user_info);
+}
+
+type_init(vfio_iommu_user_register_types)

@@ -1,0 +1,27 @@
+/*
+ * vfio-user IOMMU backend (hw/vfio-user/container.c)
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef HW_VFIO_USER_CONTAINER_H
+#define HW_VFIO_USER_CONTAINER_H
+
+#include "hw/vfio/vfio-common.h"
+
+#define TYPE_VFIO_IOMMU_USER TYPE_VFIO_IOMMU "-user"
+
+typedef struct VFIOUserContainer VFIOUserContainer;
+
+/*
+ * Serve a server's DMA_READ (@is_write false) or DMA_WRITE of @len bytes
+ * at @addr, refused unless it lies inside the maps sent with the needed
+ * permission.  Returns 0 or a negative errno for the server.
+ */
+int vfio_user_container_dma_rw(VFIOUserContainer *c, uint64_t addr,
+                               void *buf, uint64_t len, bool is_write);
+
+/* Unmap everything and free the device's container, if it has one. */
+void vfio_user_detach_device_common(VFIODevice *vbasedev);
+
+#endif /* HW_VFIO_USER_CONTAINER_H */

@@ -1,0 +1,438 @@
+/*
+ * vfio-user device I/O: VFIODeviceIOOps carried by vfio-user messages
+ *
+ * Every access hw/vfio makes to a device becomes a message to the server
+ * through the device's VFIOProxy.  Replies are checked field by field
+ * before anything of them reaches hw/vfio: a server is not trusted.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include <linux/vfio.h>
+
+#include "qapi/error.h"
+#include "qemu/error-report.h"
+#include "hw/vfio-user/proxy.h"
+#include "device.h"
+#include "trace.h"
+
+/* Small transfers (MMIO registers) use a message on the stack. */
+#define VFIO_USER_SMALL_XFER            64
+
+static VFIOProxy *vbd_proxy(VFIODevice *vbasedev)
+{
+    return vfio_user_pci_from_vbasedev(vbasedev)->proxy;
+}
+
+/*
+ * Send @msg and wait for the reply.  Errors are traced, not reported:
+ * the callers in hw/vfio report them with their context, and a lost
+ * server is reported once by the proxy's failure callback.
+ */
+static int vfio_user_call(VFIODevice *vbasedev, VFIOUserHdr *msg,
+                          VFIOUserFDs *fds, uint32_t reply_max,
+                          unsigned int flags)
+{
+    Error *local_err = NULL;
+    int ret;
+
+    ret = vfio_user_send_recv(vbd_proxy(vbasedev), msg, fds, reply_max,
+                              flags, &local_err);
+    if (ret < 0) {
+        trace_vfio_user_device_error(vbasedev->name, msg->command, ret,
+                                     error_get_pretty(local_err));
+        error_free(local_err);
+    }
+    return ret;
+}
+
+/* The payload of a reply, after the header. */
+static uint32_t reply_len(VFIOUserHdr *msg)
+{
+    return msg->size - sizeof(VFIOUserHdr);
+}
+
+static int vfio_user_get_device_info(VFIODevice *vbasedev,
+                                     struct vfio_device_info *info)
+{
+    VFIOUserDeviceInfo msg = { };
+    int ret;
+
+    vfio_user_msg_init(&msg.hdr, VFIO_USER_DEVICE_GET_INFO, sizeof(msg));
+    msg.argsz = cpu_to_le32(sizeof(msg) - sizeof(msg.hdr));
+    ret = vfio_user_call(vbasedev, &msg.hdr, NULL, sizeof(msg), 0);
+    if (ret < 0) {
+        return ret;
+    }
+    if (reply_len(&msg.hdr) < sizeof(msg) - sizeof(msg.hdr)) {
+        return -EINVAL;
+    }
+    info->flags = le32_to_cpu(msg.flags);
+    info->num_regions = le32_to_cpu(msg.num_regions);
+    info->num_irqs = le32_to_cpu(msg.num_irqs);
+    /* vfio-user has no device info capabilities: never ask for more. */
+    info->cap_offset = 0;
+    trace_vfio_user_device_info(vbasedev->name, info->flags,
+                                info->num_regions, info->num_irqs);
+    if (info->num_regions > VFIO_USER_MAX_REGIONS ||
+        info->num_irqs > VFIO_USER_MAX_IRQS) {
+        return -E2BIG;
+    }
+    return 0;
+}
+
+/*
+ * Check the capability chain of a region info of @len bytes: every
+ * header inside, each one after the previous (so the chain ends), and
+ * the capabilities hw/vfio parses complete.
+ */
+static bool vfio_user_region_caps_valid(struct vfio_region_info *info,
+                                        uint32_t len)
+{
+    uint32_t off = info->cap_offset;
+    uint32_t prev = 0;
+
+    while (off) {
+        struct vfio_info_cap_header *hdr;
+        size_t need = sizeof(*hdr);
+
+        if (off < sizeof(*info) || off <= prev || off > len ||
+            len - off < sizeof(*hdr)) {
+            return false;
+        }
+        hdr = (void *)info + off;
+        switch (hdr->id) {
+        case VFIO_REGION_INFO_CAP_SPARSE_MMAP: {
+            struct vfio_region_info_cap_sparse_mmap *sparse = (void *)hdr;
+
+            need = sizeof(*sparse);
+            if (len - off >= need) {
+                need += (size_t)sparse->nr_areas * sizeof(sparse->areas[0]);
+            }
+            break;
+        }
+        case VFIO_REGION_INFO_CAP_TYPE:
+            need = sizeof(struct vfio_region_info_cap_type);
+            break;
+        }
+        if (len - off < need) {
+            return false;
+        }
+        prev = off;
+        off = hdr->next;
+    }
+    return true;
+}
+
+static int vfio_user_get_region_info(VFIODevice *vbasedev,
+                                     struct vfio_region_info *info, int *fd)
+{
+    uint32_t index = info->index;
+    uint32_t argsz = MIN(info->argsz, VFIO_USER_MAX_REGION_INFO);
+    uint32_t size = sizeof(VFIOUserHdr) + argsz;
+    g_autofree VFIOUserRegionInfo *msg = g_malloc0(size);
+    int rfd = -1;
+    VFIOUserFDs fds = { .recv = &rfd, .max_recv = 1 };
+    uint32_t len;
+    int ret;
+
+    *fd = -1;
+    if (argsz < sizeof(*info)) {
+        return -EINVAL;
+    }
+    vfio_user_msg_init(&msg->hdr, VFIO_USER_DEVICE_GET_REGION_INFO,
+                       sizeof(*msg));
+    msg->argsz = cpu_to_le32(argsz);
+    msg->index = cpu_to_le32(index);
+    ret = vfio_user_call(vbasedev, &msg->hdr, &fds, size, 0);
+    if (ret < 0) {
+        return ret;
+    }
+
+    len = reply_len(&msg->hdr);
+    ret = -EINVAL;
+    if (len < sizeof(*info) || len > argsz) {
+        goto err;
+    }
+    memcpy(info, &msg->argsz, len);
+    info->argsz = le32_to_cpu(info->argsz);
+    info->flags = le32_to_cpu(info->flags);
+    info->index = le32_to_cpu(info->index);
+    info->cap_offset = le32_to_cpu(info->cap_offset);
+    info->size = le64_to_cpu(info->size);
+    info->offset = le64_to_cpu(info->offset);
+
+    if (info->index != index || info->size > INT64_MAX ||
+        info->offset > INT64_MAX || info->argsz < sizeof(*info)) {
+        goto err;
+    }
+    if (info->argsz > argsz) {
+        /* The caller retries with a buffer of info->argsz bytes. */
+        ret = info->argsz > VFIO_USER_MAX_REGION_INFO ? -E2BIG : 0;
+        info->flags &= ~VFIO_REGION_INFO_FLAG_CAPS;
+        info->cap_offset = 0;
+        goto err;
+    }
+    if (!(info->flags & VFIO_REGION_INFO_FLAG_CAPS)) {
+        info->cap_offset = 0;
+    } else if (!vfio_user_region_caps_valid(info, len)) {
+        goto err;
+    }
+    if (rfd < 0) {
+        /* Nothing to map from: the region is reached by messages. */
+        info->flags &= ~VFIO_REGION_INFO_FLAG_MMAP;
+    }
+    trace_vfio_user_region_info(vbasedev->name, index, info->flags,
+                                info->size, info->offset, rfd);
+    *fd = rfd;
+    return 0;
+
+err:
+    if (rfd >= 0) {
+        close(rfd);
+    }
+    if (ret) {
+        trace_vfio_user_bad_reply(vbasedev->name, "region info", index);
+    }
+    return ret;
+}
+
+static int vfio_user_get_irq_info(VFIODevice *vbasedev,
+                                  struct vfio_irq_info *info)
+{
+    VFIOUserIRQInfo msg = { };
+    int ret;
+
+    vfio_user_msg_init(&msg.hdr, VFIO_USER_DEVICE_GET_IRQ_INFO, sizeof(msg));
+    msg.argsz = cpu_to_le32(sizeof(msg) - sizeof(msg.hdr));
+    msg.index = cpu_to_le32(info->index);
+    ret = vfio_user_call(vbasedev, &msg.hdr, NULL, sizeof(msg), 0);
+    if (ret < 0) {
+        return ret;
+    }
+    if (reply_len(&msg.hdr) < sizeof(msg) - sizeof(msg.hdr) ||
+        le32_to_cpu(msg.index) != info->index ||
+        le32_to_cpu(msg.count) > VFIO_USER_MAX_IRQ_COUNT) {
+        trace_vfio_user_bad_reply(vbasedev->name, "irq info", info->index);
+        return -EINVAL;
+    }
+    info->flags = le32_to_cpu(msg.flags);
+    info->count = le32_to_cpu(msg.count);
+    trace_vfio_user_irq_info(vbasedev->name, info->index, info->flags,
+                             info->count);
+    return 0;
+}
+
+/* One VFIO_USER_DEVICE_SET_IRQS message, with @nfds eventfds or @data. */
+static int vfio_user_set_irqs_one(VFIODevice *vbasedev, uint32_t flags,
+                                  uint32_t index, uint32_t start,
+                                  uint32_t count, const int *fds,
+                                  unsigned int nfds, const void *data,
+                                  size_t data_len)
+{
+    size_t size = sizeof(VFIOUserIRQSet) + data_len;
+    g_autofree VFIOUserIRQSet *msg = g_malloc0(size);
+    VFIOUserFDs sfds = { .send = fds, .nsend = nfds };
+
+    vfio_user_msg_init(&msg->hdr, VFIO_USER_DEVICE_SET_IRQS, size);
+    msg->argsz = cpu_to_le32(size - sizeof(msg->hdr));
+    msg->flags = cpu_to_le32(flags);
+    msg->index = cpu_to_le32(index);
+    msg->start = cpu_to_le32(start);
+    msg->count = cpu_to_le32(count);
+    if (data_len) {
+        memcpy(msg + 1, data, data_len);
+    }
+    trace_vfio_user_set_irqs(vbasedev->name, flags, index, start, count,
+                             nfds);
+    return vfio_user_call(vbasedev, &msg->hdr, nfds ? &sfds : NULL,
+                          sizeof(VFIOUserHdr), 0);
+}
+
+/*
+ * VFIO_DEVICE_SET_IRQS as messages.  An eventfd array is sent in runs:
+ * valid fds in messages of at most max_msg_fds fds each, and a run of -1
+ * (no eventfd for those vectors) as DATA_EVENTFD without fds, which
+ * servers take as "disable these vectors".  No -1 ever reaches a server.
+ */
+static int vfio_user_set_irqs(VFIODevice *vbasedev, struct vfio_irq_set *set)
+{
+    const VFIOUserCaps *caps = vfio_user_proxy_caps(vbd_proxy(vbasedev));
+    uint32_t data_type = set->flags & VFIO_IRQ_SET_DATA_TYPE_MASK;
+    const int *fds = (const int *)set->data;
+    uint32_t i, n;
+    int ret;
+
+    switch (data_type) {
+    case VFIO_IRQ_SET_DATA_NONE:
+        return vfio_user_set_irqs_one(vbasedev, set->flags, set->index,
+                                      set->start, set->count, NULL, 0,
+                                      NULL, 0);
+    case VFIO_IRQ_SET_DATA_BOOL:
+        return vfio_user_set_irqs_one(vbasedev, set->flags, set->index,
+                                      set->start, set->count, NULL, 0,
+                                      set->data, set->count);
+    case VFIO_IRQ_SET_DATA_EVENTFD:
+        break;
+    default:
+        return -EINVAL;
+    }
+
+    if (!set->count) {
+        return vfio_user_set_irqs_one(vbasedev, set->flags, set->index,
+                                      set->start, 0, NULL, 0, NULL, 0);
+    }
+    for (i = 0; i < set->count; i += n) {
+        bool valid = fds[i] >= 0;
+
+        for (n = 1; i + n < set->count && (fds[i + n] >= 0) == valid; n++) {
+            if (valid && n == caps->max_send_fds) {
+                break;
+            }
+        }
+        ret = vfio_user_set_irqs_one(vbasedev, set->flags, set->index,
+                                     set->start + i, n,
+                                     valid ? &fds[i] : NULL, valid ? n : 0,
+                                     NULL, 0);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/*
+ * When the server is gone, reads return all ones and writes are
+ * dropped, like a PCI device that fell off the bus; the proxy reported
+ * the loss once.
+ */
+static bool vfio_user_server_lost(VFIODevice *vbasedev)
+{
+    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
+
+    return udev->server_lost ||
+           vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED;
+}
+
+/* Transfers are split at the server's max_data_xfer_size. */
+static uint32_t vfio_user_xfer_max(VFIODevice *vbasedev)
+{
+    uint64_t max = vfio_user_proxy_caps(vbd_proxy(vbasedev))->max_xfer;
+
+    return MIN(max, 1024 * 1024 * 1024);
+}
+
+static int vfio_user_region_read(VFIODevice *vbasedev, unsigned int index,
+                                 off_t off, uint32_t size, void *data)
+{
+    uint32_t max = vfio_user_xfer_max(vbasedev);
+    uint8_t small[sizeof(VFIOUserRegionRW) + VFIO_USER_SMALL_XFER];
+    g_autofree uint8_t *big = NULL;
+    VFIOUserRegionRW *msg;
+    uint32_t done, count, msize;
+    int ret;
+
+    if (vfio_user_server_lost(vbasedev)) {
+        memset(data, 0xff, size);
+        return size;
+    }
+    msize = sizeof(*msg) + MIN(size, max);
+    msg = msize <= sizeof(small) ? (void *)small : (void *)(big = g_malloc(msize));
+    for (done = 0; done < size; done += count) {
+        count = MIN(size - done, max);
+        vfio_user_msg_init(&msg->hdr, VFIO_USER_REGION_READ, sizeof(*msg));
+        msg->offset = cpu_to_le64(off + done);
+        msg->region = cpu_to_le32(index);
+        msg->count = cpu_to_le32(count);
+        ret = vfio_user_call(vbasedev, &msg->hdr, NULL, sizeof(*msg) + count,
+                             0);
+        if (ret < 0) {
+            if (vfio_user_server_lost(vbasedev)) {
+                memset(data, 0xff, size);
+                return size;
+            }
+            return ret;
+        }
+        if (reply_len(&msg->hdr) != sizeof(*msg) - sizeof(msg->hdr) + count ||
+            le64_to_cpu(msg->offset) != off + done ||
+            le32_to_cpu(msg->region) != index ||
+            le32_to_cpu(msg->count) != count) {
+            trace_vfio_user_bad_reply(vbasedev->name, "region read", index);
+            return -EINVAL;
+        }
+        memcpy(data + done, msg->data, count);
+    }
+    return size;
+}
+
+static int vfio_user_region_write(VFIODevice *vbasedev, unsigned int index,
+                                  off_t off, uint32_t size, const void *data,
+                                  bool post)
+{
+    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
+    uint32_t max = vfio_user_xfer_max(vbasedev);
+    uint8_t small[sizeof(VFIOUserRegionRW) + VFIO_USER_SMALL_XFER];
+    g_autofree uint8_t *big = NULL;
+    unsigned int flags = 0;
+    VFIOUserRegionRW *msg;
+    uint32_t done, count, msize;
+    int ret;
+
+    if (vfio_user_server_lost(vbasedev)) {
+        return size;
+    }
+    if (post && !udev->no_posted_writes) {
+        flags |= VFIO_USER_SEND_NO_REPLY;
+    }
+    msize = sizeof(*msg) + MIN(size, max);
+    msg = msize <= sizeof(small) ? (void *)small : (void *)(big = g_malloc(msize));
+    for (done = 0; done < size; done += count) {
+        count = MIN(size - done, max);
+        vfio_user_msg_init(&msg->hdr, VFIO_USER_REGION_WRITE,
+                           sizeof(*msg) + count);
+        msg->offset = cpu_to_le64(off + done);
+        msg->region = cpu_to_le32(index);
+        msg->count = cpu_to_le32(count);
+        memcpy(msg->data, data + done, count);
+        ret = vfio_user_call(vbasedev, &msg->hdr, NULL, sizeof(*msg), flags);
+        if (ret < 0) {
+            return vfio_user_server_lost(vbasedev) ? size : ret;
+        }
+        if (!(flags & VFIO_USER_SEND_NO_REPLY) &&
+            (reply_len(&msg->hdr) < sizeof(*msg) - sizeof(msg->hdr) ||
+             le32_to_cpu(msg->count) != count)) {
+            trace_vfio_user_bad_reply(vbasedev->name, "region write", index);
+            return -EINVAL;
+        }
+    }
+    return size;
+}
+
+static int vfio_user_device_reset(VFIODevice *vbasedev)
+{
+    VFIOUserHdr msg;
+
+    if (vfio_user_server_lost(vbasedev)) {
+        return -ENOTCONN;
+    }
+    vfio_user_msg_init(&msg, VFIO_USER_DEVICE_RESET, sizeof(msg));
+    return vfio_user_call(vbasedev, &msg, NULL, sizeof(msg), 0);
+}
+
+static int vfio_user_device_feature(VFIODevice *vbasedev,
+                                    struct vfio_device_feature *feature)
+{
+    return -ENOTTY;
+}
+
+const VFIODeviceIOOps vfio_user_device_io_ops = {
+    .get_device_info = vfio_user_get_device_info,
+    .get_region_info = vfio_user_get_region_info,
+    .get_irq_info = vfio_user_get_irq_info,
+    .set_irqs = vfio_user_set_irqs,
+    .region_read = vfio_user_region_read,
+    .region_write = vfio_user_region_write,
+    .device_reset = vfio_user_device_reset,
+    .device_feature = vfio_user_device_feature,
+};

@@ -1,0 +1,53 @@
+/*
+ * vfio-user-pci: internal interfaces of hw/vfio-user
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef HW_VFIO_USER_DEVICE_H
+#define HW_VFIO_USER_DEVICE_H
+
+#include "hw/vfio/pci.h"
+#include "hw/vfio-user/proxy.h"
+
+#define TYPE_VFIO_USER_PCI "vfio-user-pci"
+OBJECT_DECLARE_SIMPLE_TYPE(VFIOUserPCIDevice, VFIO_USER_PCI)
+
+struct VFIOUserPCIDevice {
+    VFIOPCIDevice parent_obj;
+
+    /* Properties */
+    SocketAddress *socket;
+    uint32_t msg_timeout;
+    bool no_posted_writes;
+    uint32_t class_code;
+
+    VFIOProxy *proxy;
+    struct VFIOUserContainer *container;
+    /*
+     * The server is gone: reads return all ones and writes are dropped
+     * until the device is unplugged.  Reported once.
+     */
+    bool server_lost;
+};
+
+/* The vfio-user implementation of VFIODeviceIOOps (hw/vfio-user/device.c) */
+extern const VFIODeviceIOOps vfio_user_device_io_ops;
+
+static inline VFIOUserPCIDevice *vfio_user_pci_from_vbasedev(VFIODevice *vbd)
+{
+    return container_of(vbd, VFIOUserPCIDevice, parent_obj.vbasedev);
+}
+
+/*
+ * Bounds on what a server may report.  VFIO PCI devices have 9 regions
+ * and 5 interrupt indexes; device-specific regions and interrupts come on
+ * top.  A PCI function has at most 2048 MSI-X vectors.
+ */
+#define VFIO_USER_MAX_REGIONS           64
+#define VFIO_USER_MAX_IRQS              16
+#define VFIO_USER_MAX_IRQ_COUNT         2048
+/* The largest region info (with its capabilities) we accept. */
+#define VFIO_USER_MAX_REGION_INFO       4096
+
+#endif /* HW_VFIO_USER_DEVICE_H */

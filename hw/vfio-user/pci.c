@@ -1,0 +1,433 @@
+/*
+ * vfio-user-pci: a PCI device emulated by another process
+ *
+ * The device is the vfio-pci base (config space, BARs, MSI/MSI-X/INTx,
+ * ROM, quirks) with vfio-user I/O ops (hw/vfio-user/device.c) over a
+ * VFIOProxy connected to the server's socket.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include <linux/vfio.h>
+#include <sys/stat.h>
+
+#include "qapi/error.h"
+#include "qapi/qapi-visit-sockets.h"
+#include "qapi/visitor.h"
+#include "qemu/error-report.h"
+#include "qemu/module.h"
+#include "qemu/sockets.h"
+#include "hw/pci/pci.h"
+#include "hw/pci/pcie.h"
+#include "hw/qdev-properties.h"
+#include "device.h"
+#include "container.h"
+#include "trace.h"
+
+static const char *vfio_user_pci_socket_name(VFIOUserPCIDevice *udev)
+{
+    return vfio_user_proxy_name(udev->proxy);
+}
+
+/*
+ * The proxy lost its server.  The device stays, reading all ones and
+ * dropping writes, until it is unplugged; QEMU goes on.
+ */
+static void vfio_user_pci_proxy_failed(void *opaque, const Error *err)
+{
+    VFIOUserPCIDevice *udev = opaque;
+    DeviceState *dev = DEVICE(udev);
+
+    if (udev->server_lost) {
+        return;
+    }
+    udev->server_lost = true;
+    if (dev->realized) {
+        error_report("vfio-user-pci %s: lost the server %s: %s; the device "
+                     "reads all ones and ignores writes until it is "
+                     "unplugged", dev->id ?: udev->parent_obj.vbasedev.name,
+                     vfio_user_pci_socket_name(udev), error_get_pretty(err));
+    }
+}
+
+/* The server's DMA_READ and DMA_WRITE, checked against the DMA maps. */
+static int coroutine_fn vfio_user_pci_dma_rw(void *opaque, uint64_t addr,
+                                             void *buf, uint64_t len,
+                                             bool is_write)
+{
+    VFIOUserPCIDevice *udev = opaque;
+
+    if (!udev->container) {
+        return -EFAULT;
+    }
+    return vfio_user_container_dma_rw(udev->container, addr, buf, len,
+                                      is_write);
+}
+
+static const VFIOUserProxyOps vfio_user_pci_proxy_ops = {
+    .dma_rw = vfio_user_pci_dma_rw,
+    .failed = vfio_user_pci_proxy_failed,
+};
+
+/* Get the device's shape from the server (what vfio_attach_device does). */
+static bool vfio_user_pci_get_info(VFIOUserPCIDevice *udev, Error **errp)
+{
+    VFIODevice *vbasedev = &udev->parent_obj.vbasedev;
+    g_autofree struct vfio_device_info *info = vfio_get_device_info(vbasedev);
+
+    if (!info) {
+        error_setg_errno(errp, errno, "DEVICE_GET_INFO failed");
+        return false;
+    }
+    if (!(info->flags & VFIO_DEVICE_FLAGS_PCI)) {
+        error_setg(errp, "the server's device is not a PCI device "
+                   "(flags 0x%x)", info->flags);
+        return false;
+    }
+    vbasedev->num_regions = info->num_regions;
+    vbasedev->num_irqs = info->num_irqs;
+    vbasedev->flags = info->flags;
+    vbasedev->reset_works = !!(info->flags & VFIO_DEVICE_FLAGS_RESET);
+    return true;
+}
+
+/*
+ * Writes to memory BARs are posted (sent without waiting for a reply)
+ * unless x-no-posted-writes; config space and I/O-port BARs wait.  The
+ * server handles messages in order, so a later read sees them.
+ */
+static void vfio_user_pci_setup_posted_writes(VFIOUserPCIDevice *udev)
+{
+    VFIOPCIDevice *vdev = &udev->parent_obj;
+    int i;
+
+    for (i = 0; i < PCI_ROM_SLOT; i++) {
+        vdev->bars[i].region.post_writes = !udev->no_posted_writes &&
+                                           !vdev->bars[i].ioport;
+    }
+}
+
+static void vfio_user_pci_override_class(VFIOUserPCIDevice *udev)
+{
+    VFIOPCIDevice *vdev = &udev->parent_obj;
+
+    if (udev->class_code == PCI_ANY_ID) {
+        return;
+    }
+    /* Class code: the three bytes from PCI_CLASS_PROG, emulated. */
+    pci_set_byte(vdev->pdev.config + PCI_CLASS_PROG, udev->class_code);
+    pci_set_word(vdev->pdev.config + PCI_CLASS_DEVICE,
+                 udev->class_code >> 8);
+    memset(vdev->emulated_config_bits + PCI_CLASS_PROG, 0xff, 3);
+    trace_vfio_user_pci_class_override(vdev->vbasedev.name, udev->class_code);
+}
+
+static bool vfio_user_pci_connect(VFIOUserPCIDevice *udev, Error **errp)
+{
+    SocketAddress *addr = udev->socket;
+    struct stat st;
+
+    if (addr->type == SOCKET_ADDRESS_TYPE_UNIX) {
+        const char *path = addr->u.q_unix.path;
+
+        if (stat(path, &st) < 0) {
+            error_setg_errno(errp, errno, "vfio-user server socket %s", path);
+            return false;
+        }
+        if (!S_ISSOCK(st.st_mode)) {
+            error_setg(errp, "vfio-user server socket %s: not a socket",
+                       path);
+            return false;
+        }
+    }
+    udev->proxy = vfio_user_proxy_new(NULL, &vfio_user_pci_proxy_ops, udev);
+    vfio_user_proxy_set_timeout(udev->proxy, udev->msg_timeout);
+    return vfio_user_proxy_connect(udev->proxy, addr, errp) == 0;
+}
+
+static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
+{
+    ERRP_GUARD();
+    VFIOUserPCIDevice *udev = VFIO_USER_PCI(pdev);
+    VFIOPCIDevice *vdev = &udev->parent_obj;
+    VFIODevice *vbasedev = &vdev->vbasedev;
+
+    if (!udev->socket) {
+        error_setg(errp, "vfio-user-pci: the socket property is required");
+        error_append_hint(errp, "Use -device vfio-user-pci,socket=PATH or "
+                          "socket.type=fd,socket.str=FD\n");
+        return;
+    }
+    if (!vfio_user_pci_connect(udev, errp)) {
+        goto error;
+    }
+    vbasedev->name = g_strdup(vfio_user_pci_socket_name(udev));
+    vbasedev->io_ops = &vfio_user_device_io_ops;
+    vbasedev->fd = -1;
+    vbasedev->no_invalid_irq_fd = true;
+    /* No kernel VFIO group to cooperate with on RAM discard. */
+    vbasedev->ram_block_discard_allowed = true;
+
+    if (!vfio_user_pci_get_info(udev, errp)) {
+        goto error;
+    }
+    if (!vfio_attach_device_by_iommu_type(TYPE_VFIO_IOMMU_USER,
+                                          vbasedev->name, vbasedev,
+                                          pci_device_iommu_address_space(pdev),
+                                          errp)) {
+        goto error;
+    }
+    if (!vfio_pci_populate_device(vdev, errp)) {
+        goto error;
+    }
+    if (!vfio_pci_config_setup(vdev, errp)) {
+        goto error;
+    }
+    vfio_user_pci_override_class(udev);
+    vfio_pci_bars_prepare(vdev);
+    vfio_user_pci_setup_posted_writes(udev);
+    if (!vfio_pci_msix_early_setup(vdev, errp)) {
+        goto error;
+    }
+    vfio_pci_bars_register(vdev);
+    if (!vfio_pci_add_capabilities(vdev, errp)) {
+        goto out_teardown;
+    }
+    if (!vfio_pci_interrupt_setup(vdev, errp)) {
+        goto out_teardown;
+    }
+    vfio_pci_notifiers_register(vdev);
+    return;
+
+out_teardown:
+    vfio_pci_teardown_msi(vdev);
+    vfio_pci_bars_exit(vdev);
+error:
+    error_prepend(errp, "vfio-user-pci: ");
+    vfio_user_detach_device_common(vbasedev);
+    vfio_user_proxy_free(udev->proxy);
+    udev->proxy = NULL;
+}
+
+static void vfio_user_pci_exit(PCIDevice *pdev)
+{
+    VFIOUserPCIDevice *udev = VFIO_USER_PCI(pdev);
+    PCIDeviceClass *base = PCI_DEVICE_CLASS(
+        object_class_by_name(TYPE_VFIO_PCI_BASE));
+
+    base->exit(pdev);
+    /* Unmap guest memory while the server can still hear it. */
+    vfio_user_detach_device_common(&udev->parent_obj.vbasedev);
+    vfio_user_proxy_free(udev->proxy);
+    udev->proxy = NULL;
+}
+
+/* Reset: the vfio-pci base around the server's DEVICE_RESET. */
+static void vfio_user_pci_do_reset(VFIOUserPCIDevice *udev)
+{
+    VFIOPCIDevice *vdev = &udev->parent_obj;
+    VFIODevice *vbasedev = &vdev->vbasedev;
+    int ret;
+
+    trace_vfio_user_pci_reset(vbasedev->name);
+    vfio_pci_pre_reset(vdev);
+    if (vbasedev->reset_works && !udev->server_lost) {
+        ret = vbasedev->io_ops->device_reset(vbasedev);
+        if (ret < 0) {
+            warn_report("vfio-user-pci %s: DEVICE_RESET failed: %s",
+                        vbasedev->name, strerror(-ret));
+        }
+    }
+    vfio_pci_post_reset(vdev);
+}
+
+static void vfio_user_pci_reset(DeviceState *dev)
+{
+    VFIOUserPCIDevice *udev = VFIO_USER_PCI(dev);
+
+    if (udev->proxy) {
+        vfio_user_pci_do_reset(udev);
+    }
+}
+
+/*
+ * The guest's function level reset (PCIe device control, BCR_FLR) is a
+ * device reset: the vfio-pci base forwards config writes to the server,
+ * which may not act on the bit, so reset the device the way system reset
+ * does.
+ */
+static void vfio_user_pci_write_config(PCIDevice *pdev, uint32_t addr,
+                                       uint32_t val, int len)
+{
+    VFIOUserPCIDevice *udev = VFIO_USER_PCI(pdev);
+    uint32_t devctl = pdev->exp.exp_cap + PCI_EXP_DEVCTL;
+    bool flr = false;
+
+    if (pdev->exp.exp_cap && udev->parent_obj.vbasedev.reset_works &&
+        ranges_overlap(addr, len, devctl, 2)) {
+        uint32_t v = val << (8 * (addr - MIN(addr, devctl)));
+
+        v >>= 8 * (devctl - MIN(addr, devctl));
+        flr = v & PCI_EXP_DEVCTL_BCR_FLR;
+    }
+    vfio_pci_write_config(pdev, addr, val, len);
+    if (flr) {
+        vfio_user_pci_do_reset(udev);
+    }
+}
+
+/*
+ * socket: a string (a UNIX socket path, "unix:PATH" or "fd:NAME") or a
+ * SocketAddress object ({"type": "unix", "path": ...} or {"type": "fd",
+ * "str": ...}), so that -device vfio-user-pci,socket=PATH, the dotted
+ * form socket.type=unix,socket.path=PATH, JSON -device and device_add
+ * all work.
+ */
+static SocketAddress *vfio_user_parse_socket(const char *str, Error **errp)
+{
+    SocketAddress *addr;
+
+    if (g_str_has_prefix(str, "unix:") || g_str_has_prefix(str, "fd:")) {
+        return socket_parse(str, errp);
+    }
+    if (!*str) {
+        error_setg(errp, "empty socket path");
+        return NULL;
+    }
+    addr = g_new0(SocketAddress, 1);
+    addr->type = SOCKET_ADDRESS_TYPE_UNIX;
+    addr->u.q_unix.path = g_strdup(str);
+    return addr;
+}
+
+static void vfio_user_pci_get_socket(Object *obj, Visitor *v,
+                                     const char *name, void *opaque,
+                                     Error **errp)
+{
+    VFIOUserPCIDevice *udev = VFIO_USER_PCI(obj);
+    g_autofree char *str = NULL;
+
+    if (udev->socket) {
+        visit_type_SocketAddress(v, name, &udev->socket, errp);
+        return;
+    }
+    str = g_strdup("");
+    visit_type_str(v, name, &str, errp);
+}
+
+static void vfio_user_pci_set_socket(Object *obj, Visitor *v,
+                                     const char *name, void *opaque,
+                                     Error **errp)
+{
+    VFIOUserPCIDevice *udev = VFIO_USER_PCI(obj);
+    g_autoptr(SocketAddress) addr = NULL;
+    GenericAlternate *alt = NULL;
+    g_autofree char *str = NULL;
+    bool ok = false;
+
+    if (DEVICE(obj)->realized) {
+        error_setg(errp, "socket cannot be changed on a realized device");
+        return;
+    }
+    if (!visit_start_alternate(v, name, &alt, sizeof(*alt), errp)) {
+        return;
+    }
+    switch (alt->type) {
+    case QTYPE_QSTRING:
+        if (visit_type_str(v, name, &str, errp)) {
+            addr = vfio_user_parse_socket(str, errp);
+            ok = addr != NULL;
+        }
+        break;
+    case QTYPE_QDICT:
+        ok = visit_type_SocketAddress(v, name, &addr, errp);
+        break;
+    default:
+        error_setg(errp, "socket: expected a path or a SocketAddress object");
+        break;
+    }
+    visit_end_alternate(v, (void **)&alt);
+    if (!ok) {
+        return;
+    }
+    if (addr->type != SOCKET_ADDRESS_TYPE_UNIX &&
+        addr->type != SOCKET_ADDRESS_TYPE_FD) {
+        error_setg(errp, "socket: vfio-user needs a UNIX socket (a path or "
+                   "an fd), not type '%s'",
+                   SocketAddressType_str(addr->type));
+        return;
+    }
+    qapi_free_SocketAddress(udev->socket);
+    udev->socket = g_steal_pointer(&addr);
+}
+
+static void vfio_user_pci_instance_init(Object *obj)
+{
+    VFIOUserPCIDevice *udev = VFIO_USER_PCI(obj);
+
+    udev->class_code = PCI_ANY_ID;
+}
+
+static void vfio_user_pci_finalize(Object *obj)
+{
+    VFIOUserPCIDevice *udev = VFIO_USER_PCI(obj);
+
+    vfio_user_proxy_free(udev->proxy);
+    udev->proxy = NULL;
+    qapi_free_SocketAddress(udev->socket);
+}
+
+static const Property vfio_user_pci_properties[] = {
+    DEFINE_PROP_UINT32("x-msg-timeout", VFIOUserPCIDevice, msg_timeout,
+                       VFIO_USER_DEFAULT_TIMEOUT_MS),
+    DEFINE_PROP_BOOL("x-no-posted-writes", VFIOUserPCIDevice,
+                     no_posted_writes, false),
+    DEFINE_PROP_UINT32("x-pci-class-code", VFIOUserPCIDevice, class_code,
+                       PCI_ANY_ID),
+};
+
+static void vfio_user_pci_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+    PCIDeviceClass *pdc = PCI_DEVICE_CLASS(klass);
+
+    device_class_set_legacy_reset(dc, vfio_user_pci_reset);
+    device_class_set_props(dc, vfio_user_pci_properties);
+    object_class_property_add(klass, "socket", "SocketAddress",
+                              vfio_user_pci_get_socket,
+                              vfio_user_pci_set_socket, NULL, NULL);
+    object_class_property_set_description(klass, "socket",
+        "The vfio-user server's socket: a UNIX socket path, unix:PATH, "
+        "fd:NAME (a socket passed with getfd), or a SocketAddress object "
+        "(type unix with path, or type fd with str)");
+    object_class_property_set_description(klass, "x-msg-timeout",
+        "Milliseconds to wait for each reply of the server; 0 waits "
+        "forever. A server that lets two requests time out in a row is "
+        "declared lost");
+    object_class_property_set_description(klass, "x-no-posted-writes",
+        "Wait for the server to complete each MMIO write (DEBUG)");
+    object_class_property_set_description(klass, "x-pci-class-code",
+        "Override the PCI class code (24 bits) with this value");
+    dc->desc = "vfio-user PCI device: a PCI device emulated by another "
+               "process, reached over a vfio-user socket";
+    pdc->realize = vfio_user_pci_realize;
+    pdc->exit = vfio_user_pci_exit;
+    pdc->config_write = vfio_user_pci_write_config;
+}
+
+static const TypeInfo vfio_user_pci_info = {
+    .name = TYPE_VFIO_USER_PCI,
+    .parent = TYPE_VFIO_PCI_BASE,
+    .instance_size = sizeof(VFIOUserPCIDevice),
+    .class_init = vfio_user_pci_class_init,
+    .instance_init = vfio_user_pci_instance_init,
+    .instance_finalize = vfio_user_pci_finalize,
+};
+
+static void vfio_user_pci_register_types(void)
+{
+    type_register_static(&vfio_user_pci_info);
+}
+
+type_init(vfio_user_pci_register_types)

@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Boot the test guest (tests/vfio-user/mkguest) with vfio-user-pci.
+# Source it after lib.sh.
+
+GUEST=$TOP/build/guest
+"$TOP/tests/vfio-user/mkguest" "$GUEST" >&2
+
+# remote_server NAME QEMU-ARGS...: start x-vfio-user-server serving the
+# device with id d0 that QEMU-ARGS define; its socket is $TMP/NAME.sock.
+remote_server() {
+    local name=$1
+    shift
+    "$QEMU" -machine x-remote,vfio-user=on,auto-shutdown=on -nodefaults \
+        -display none "$@" \
+        -object "{\"qom-type\":\"x-vfio-user-server\",\"id\":\"s0\",\"socket\":{\"type\":\"unix\",\"path\":\"$TMP/$name.sock\"},\"device\":\"d0\"}" \
+        > "$TMP/$name-server.log" 2>&1 &
+    PIDS+=($!)
+    wait_for_file_socket "$TMP/$name.sock" || { cat "$TMP/$name-server.log"; fail "server $name did not start"; }
+}
+
+# sample_server NAME SAMPLE [ARGS...]: start a libvfio-user sample.
+sample_server() {
+    local name=$1 sample=$2
+    shift 2
+    "$SAMPLES/$sample" "$@" "$TMP/$name.sock" > "$TMP/$name-server.log" 2>&1 &
+    PIDS+=($!)
+    wait_for_file_socket "$TMP/$name.sock" || { cat "$TMP/$name-server.log"; fail "server $name did not start"; }
+}
+
+# The servers take one client: wait for the socket file, not a connection.
+wait_for_file_socket() {
+    local i
+    for ((i = 0; i < 300; i++)); do
+        [ -S "$1" ] && { sleep 0.1; return 0; }
+        sleep 0.1
+    done
+    return 1
+}
+
+# run_guest TEST SECONDS QEMU-ARGS...: boot the guest running TEST; pass
+# when it prints "VFU-RESULT: PASS TEST".  The console is in $TMP/guest.log.
+run_guest() {
+    local test=$1 secs=$2 rc=0
+    shift 2
+    timeout "$secs" "$QEMU" -machine q35 -accel tcg -cpu max -m 512 \
+        -object memory-backend-memfd,id=mem,size=512M,share=on \
+        -machine memory-backend=mem -nodefaults -display none \
+        -serial stdio -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.cpio.gz" \
+        -append "console=ttyS0 quiet panic=-1 vfu.test=$test" \
+        "$@" < /dev/null > "$TMP/guest.log" 2>&1 || rc=$?
+    sed 's/^/guest| /' "$TMP/guest.log"
+    [ $rc = 124 ] && fail "the guest did not finish within $secs s"
+    grep -q "VFU-RESULT: PASS $test" "$TMP/guest.log" || fail "guest test $test failed"
+    ok "guest test $test passed"
+}
