@@ -251,6 +251,31 @@ static int vfio_user_set_irqs_one(VFIODevice *vbasedev, uint32_t flags,
 }
 
 /*
+ * MSI and MSI-X vectors have a mask bit in the server's device model
+ * too, while the guest's mask bits live in the table the vfio-pci base
+ * emulates here: a vector the base gives an eventfd is one the guest
+ * unmasked.  Tell the server, which otherwise keeps the vector masked and
+ * only sets its pending bit (QEMU's x-vfio-user-server does).  Servers
+ * without mask state accept or refuse it; either way it is only a hint.
+ */
+static void vfio_user_set_msi_mask(VFIODevice *vbasedev,
+                                   struct vfio_irq_set *set, uint32_t start,
+                                   uint32_t count, bool mask)
+{
+    uint32_t action = mask ? VFIO_IRQ_SET_ACTION_MASK :
+                             VFIO_IRQ_SET_ACTION_UNMASK;
+
+    if ((set->index != VFIO_PCI_MSI_IRQ_INDEX &&
+         set->index != VFIO_PCI_MSIX_IRQ_INDEX) ||
+        (set->flags & VFIO_IRQ_SET_ACTION_TYPE_MASK) !=
+        VFIO_IRQ_SET_ACTION_TRIGGER) {
+        return;
+    }
+    vfio_user_set_irqs_one(vbasedev, VFIO_IRQ_SET_DATA_NONE | action,
+                           set->index, start, count, NULL, 0, NULL, 0);
+}
+
+/*
  * VFIO_DEVICE_SET_IRQS as messages.  An eventfd array is sent in runs:
  * valid fds in messages of at most max_msg_fds fds each, and a run of -1
  * (no eventfd for those vectors) as DATA_EVENTFD without fds, which
@@ -291,12 +316,18 @@ static int vfio_user_set_irqs(VFIODevice *vbasedev, struct vfio_irq_set *set)
                 break;
             }
         }
+        if (!valid) {
+            vfio_user_set_msi_mask(vbasedev, set, set->start + i, n, true);
+        }
         ret = vfio_user_set_irqs_one(vbasedev, set->flags, set->index,
                                      set->start + i, n,
                                      valid ? &fds[i] : NULL, valid ? n : 0,
                                      NULL, 0);
         if (ret < 0) {
             return ret;
+        }
+        if (valid) {
+            vfio_user_set_msi_mask(vbasedev, set, set->start + i, n, false);
         }
     }
     return 0;

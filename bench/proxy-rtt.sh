@@ -1,0 +1,70 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Round-trip latency of the VFIOProxy transport against a raw blocking
+# socket ping-pong with the same server, both processes on one CPU
+# (taskset) and unpinned.  See bench/proxy-rtt.c.
+#
+#   bench/proxy-rtt.sh [ITERATIONS]
+#
+# bench/proxy-rtt.c is built like the transport's unit test: the same
+# compiler flags and link line, with the test's object replaced by ours.
+
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+qbuild=$top/build/qemu/build
+out=$top/build/bench
+iterations=${1:-20000}
+test=tests/unit/test-vfio-user-proxy
+
+mkdir -p "$out"
+flock "$top/build/.ninja.lock" ninja -C "$qbuild" "$test" > "$out/ninja.log" ||
+    { tail -n 20 "$out/ninja.log"; exit 1; }
+
+/usr/bin/python3 - "$qbuild" "$top/bench/proxy-rtt.c" "$out" "$test" <<'PY'
+import json, shlex, subprocess, sys
+qbuild, src, out, test = sys.argv[1:]
+obj = test + ".p/test-vfio-user-proxy.c.o"
+cc = next(c for c in json.load(open(qbuild + "/compile_commands.json"))
+          if c["output"] == obj)
+args = shlex.split(cc["command"])
+args[args.index("-o") + 1] = out + "/proxy-rtt.o"
+args[args.index("-c") + 1] = src
+for flag in ("-MD", "-MQ", "-MF"):
+    i = args.index(flag)
+    del args[i:i + (1 if flag == "-MD" else 2)]
+subprocess.run(args, cwd=qbuild, check=True)
+cmds = subprocess.run(["ninja", "-C", qbuild, "-t", "commands", test],
+                      check=True, capture_output=True, text=True).stdout
+link = shlex.split(cmds.strip().splitlines()[-1])
+link[link.index(obj)] = out + "/proxy-rtt.o"
+link[link.index("-o") + 1] = out + "/proxy-rtt"
+subprocess.run(link, cwd=qbuild, check=True)
+PY
+
+run() {
+    # mode median mean p99, one line each
+    "$@" "$out/proxy-rtt" "$iterations"
+}
+
+pinned=$(run taskset -c 0)
+unpinned=$(run)
+
+printf '%-10s | %-28s | %-28s\n' "" "same CPU (taskset -c 0)" "unpinned"
+printf '%-10s | %8s %8s %8s  | %8s %8s %8s\n' mode median mean p99 \
+    median mean p99
+for mode in raw main vcpu-poll vcpu-sem; do
+    p=$(echo "$pinned" | awk -v m=$mode '$1 == m { print $2, $3, $4 }')
+    u=$(echo "$unpinned" | awk -v m=$mode '$1 == m { print $2, $3, $4 }')
+    printf '%-10s | %8s %8s %8s  | %8s %8s %8s\n' $mode $p $u
+done
+echo "(microseconds per round trip, $iterations round trips each)"
+for mode in main vcpu-poll vcpu-sem; do
+    awk -v m=$mode -v p="$pinned" -v u="$unpinned" 'BEGIN {
+        split(p, pl, "\n"); split(u, ul, "\n");
+        for (i in pl) { split(pl[i], f, " "); pm[f[1]] = f[2] }
+        for (i in ul) { split(ul[i], f, " "); um[f[1]] = f[2] }
+        printf "ratio %s/raw (median): same CPU %.2f, unpinned %.2f\n",
+            m, pm[m] / pm["raw"], um[m] / um["raw"]
+    }'
+done

@@ -1,0 +1,1451 @@
+/*
+ * vfio-user transport: VFIOProxy
+ *
+ * Everything here runs in the proxy's AioContext: the receiver coroutine
+ * (the only reader of the socket), the request handler coroutine (serves
+ * the server's DMA requests), the coroutines of the callers, and the
+ * timer of the reply deadlines.  For the main loop's AioContext the BQL
+ * provides the mutual exclusion, for an IOThread's its single thread: no
+ * other locking is needed but the CoMutex that keeps whole messages
+ * together on the socket.
+ * See docs/devel/vfio-user.rst.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/atomic.h"
+#include "qemu/coroutine.h"
+#include "qemu/iov.h"
+#include "qemu/main-loop.h"
+#include "qemu/thread.h"
+#include "qemu/timer.h"
+#include "qemu/units.h"
+#include "block/aio.h"
+#include "block/aio-wait.h"
+#include "io/channel-socket.h"
+#include "qobject/qbool.h"
+#include "qobject/qdict.h"
+#include "qobject/qjson.h"
+#include "qobject/qnum.h"
+#include "hw/vfio-user/proxy.h"
+#include "trace.h"
+
+/*
+ * What we propose in VFIO_USER_VERSION, i.e. what we accept from the
+ * server.  QIOChannelSocket passes at most 16 descriptors per message
+ * (SOCKET_MAX_FDS in io/channel-socket.c), in both directions.
+ */
+#define VFIO_USER_MAX_FDS           16
+#define VFIO_USER_MAX_XFER          VFIO_USER_DEF_MAX_XFER
+
+/* Room for the VERSION reply. */
+#define VFIO_USER_VERSION_REPLY_MAX 4096
+
+/*
+ * Requests of the server queued for the handler.  libvfio-user sends one
+ * at a time; a server that piles up more does not read our replies.
+ */
+#define VFIO_USER_MAX_REQUESTS      64
+
+/* A caller waiting for a reply. */
+typedef struct VFIOUserWaiter {
+    QTAILQ_ENTRY(VFIOUserWaiter) next;
+    VFIOProxy *proxy;
+    Coroutine *co;
+    unsigned int gen;
+    uint16_t id;
+    uint16_t command;
+    /* The request, then room for the reply. */
+    VFIOUserHdr *msg;
+    uint32_t reply_max;
+    VFIOUserFDs *fds;
+    /* QEMU_CLOCK_REALTIME, ms; INT64_MAX without a timeout. */
+    int64_t deadline;
+    /* The request is on the wire: @id is valid. */
+    bool sent;
+    /* Yielded, to be woken by vfio_user_complete(). */
+    bool waiting;
+    /* The receiver is reading the reply into @msg. */
+    bool receiving;
+    /* The timer found it receiving already once. */
+    bool stalled;
+    bool done;
+    int ret;
+    Error *err;
+} VFIOUserWaiter;
+
+/* A request of the server, queued for the handler. */
+typedef struct VFIOUserRequest {
+    QSIMPLEQ_ENTRY(VFIOUserRequest) next;
+    /* 0, or the negative errno to reply without calling the device. */
+    int error;
+    /* The whole message; its header in host byte order. */
+    VFIOUserHdr msg;
+} VFIOUserRequest;
+
+struct VFIOProxy {
+    AioContext *ctx;
+    const VFIOUserProxyOps *ops;
+    void *opaque;
+    char *name;
+    uint32_t timeout_ms;
+
+    VFIOProxyState state;
+    /* Counts channels: work of an older one must not touch the current. */
+    unsigned int gen;
+    QIOChannel *ioc;
+    /* The socket of @ioc, polled by our own handler (see below). */
+    int fd;
+    /* The receiver waits for the socket to become readable. */
+    bool recv_waiting;
+    /* A writer waits for the socket to become writable. */
+    Coroutine *write_co;
+    /* Why the proxy failed. */
+    Error *err;
+    VFIOUserCaps caps;
+
+    /* Held while a message is written. */
+    CoMutex send_lock;
+    /* Requests wait here while replies to the server are due. */
+    CoQueue send_gate;
+    unsigned int replies_due;
+    uint16_t next_id;
+    /* The id of a request that timed out and is still unanswered, or -1. */
+    int late_id;
+    /* Every request from its start until it is sent, or answered. */
+    QTAILQ_HEAD(, VFIOUserWaiter) waiters;
+    /* Runs at the earliest deadline of the waiters, or a bit later. */
+    QEMUTimer timer;
+
+    Coroutine *recv_co;
+    Coroutine *req_co;
+    QSIMPLEQ_HEAD(, VFIOUserRequest) requests;
+    unsigned int nrequests;
+};
+
+/* A blocking call run in a coroutine for a caller outside coroutines. */
+typedef struct VFIOUserCall {
+    VFIOProxy *proxy;
+    /* The request; NULL to negotiate the version. */
+    VFIOUserHdr *msg;
+    VFIOUserFDs *fds;
+    uint32_t reply_max;
+    unsigned int flags;
+    Error **errp;
+    int ret;
+    bool done;
+    /* NULL when the caller polls the AioContext. */
+    QemuSemaphore *sem;
+} VFIOUserCall;
+
+static const char *const vfio_user_command_names[] = {
+    [VFIO_USER_VERSION] = "VERSION",
+    [VFIO_USER_DMA_MAP] = "DMA_MAP",
+    [VFIO_USER_DMA_UNMAP] = "DMA_UNMAP",
+    [VFIO_USER_DEVICE_GET_INFO] = "DEVICE_GET_INFO",
+    [VFIO_USER_DEVICE_GET_REGION_INFO] = "DEVICE_GET_REGION_INFO",
+    [VFIO_USER_DEVICE_GET_REGION_IO_FDS] = "DEVICE_GET_REGION_IO_FDS",
+    [VFIO_USER_DEVICE_GET_IRQ_INFO] = "DEVICE_GET_IRQ_INFO",
+    [VFIO_USER_DEVICE_SET_IRQS] = "DEVICE_SET_IRQS",
+    [VFIO_USER_REGION_READ] = "REGION_READ",
+    [VFIO_USER_REGION_WRITE] = "REGION_WRITE",
+    [VFIO_USER_DMA_READ] = "DMA_READ",
+    [VFIO_USER_DMA_WRITE] = "DMA_WRITE",
+    [VFIO_USER_DEVICE_RESET] = "DEVICE_RESET",
+    [VFIO_USER_DIRTY_PAGES] = "DIRTY_PAGES",
+    [VFIO_USER_REGION_WRITE_MULTI] = "REGION_WRITE_MULTI",
+    [VFIO_USER_DEVICE_FEATURE] = "DEVICE_FEATURE",
+    [VFIO_USER_MIG_DATA_READ] = "MIG_DATA_READ",
+    [VFIO_USER_MIG_DATA_WRITE] = "MIG_DATA_WRITE",
+};
+
+static const char *vfio_user_command_name(uint16_t command)
+{
+    if (command < ARRAY_SIZE(vfio_user_command_names) &&
+        vfio_user_command_names[command]) {
+        return vfio_user_command_names[command];
+    }
+    return "unknown";
+}
+
+/* Set @errp to an error that names the server. */
+static void G_GNUC_PRINTF(3, 4)
+vfio_user_error(VFIOProxy *proxy, Error **errp, const char *fmt, ...)
+{
+    g_autofree char *msg = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    error_setg(errp, "vfio-user server %s: %s", proxy->name, msg);
+}
+
+static void vfio_user_close_fds(const int *fds, size_t nfds)
+{
+    size_t i;
+
+    for (i = 0; i < nfds; i++) {
+        close(fds[i]);
+    }
+}
+
+static void vfio_user_default_caps(VFIOUserCaps *caps)
+{
+    *caps = (VFIOUserCaps) {
+        .max_send_fds = VFIO_USER_DEF_MAX_FDS,
+        .max_xfer = VFIO_USER_DEF_MAX_XFER,
+        .max_dma_maps = VFIO_USER_DEF_MAX_DMA_MAPS,
+        .pgsizes = VFIO_USER_DEF_PGSIZES,
+    };
+}
+
+static void vfio_user_set_state(VFIOProxy *proxy, VFIOProxyState state)
+{
+    trace_vfio_user_state(proxy->name, proxy->state, state);
+    proxy->state = state;
+}
+
+/*
+ * Complete a waiter: it leaves the list, and its coroutine is woken if it
+ * sleeps.  Takes @err.
+ */
+static void vfio_user_complete(VFIOUserWaiter *w, int ret, Error *err)
+{
+    QTAILQ_REMOVE(&w->proxy->waiters, w, next);
+    w->done = true;
+    w->ret = ret;
+    w->err = err;
+    if (w->waiting) {
+        aio_co_wake(w->co);
+    }
+}
+
+static VFIOUserWaiter *vfio_user_find_waiter(VFIOProxy *proxy, uint16_t id)
+{
+    VFIOUserWaiter *w;
+
+    QTAILQ_FOREACH(w, &proxy->waiters, next) {
+        if (w->sent && w->id == id) {
+            return w;
+        }
+    }
+    return NULL;
+}
+
+/* A message id that no pending request and no late reply uses. */
+static uint16_t vfio_user_new_id(VFIOProxy *proxy)
+{
+    uint16_t id;
+
+    do {
+        id = proxy->next_id++;
+    } while (id == proxy->late_id || vfio_user_find_waiter(proxy, id));
+    return id;
+}
+
+/*
+ * The socket is polled by one AioHandler that stays registered while the
+ * receiver lives, instead of qio_channel_yield(), which registers and
+ * removes a handler around every wait: per message that costs two GLib
+ * wakeups and an extra poll (docs/devel/vfio-user.rst, "Performance").
+ */
+static void vfio_user_readable(void *opaque)
+{
+    VFIOProxy *proxy = opaque;
+
+    if (proxy->recv_waiting) {
+        proxy->recv_waiting = false;
+        aio_co_wake(proxy->recv_co);
+    }
+}
+
+static void vfio_user_writable(void *opaque)
+{
+    VFIOProxy *proxy = opaque;
+    Coroutine *co = proxy->write_co;
+
+    if (co) {
+        proxy->write_co = NULL;
+        aio_co_wake(co);
+    }
+}
+
+static void vfio_user_update_handler(VFIOProxy *proxy)
+{
+    aio_set_fd_handler(proxy->ctx, proxy->fd,
+                       proxy->recv_co ? vfio_user_readable : NULL,
+                       proxy->write_co ? vfio_user_writable : NULL,
+                       NULL, NULL, proxy);
+}
+
+/*
+ * Drop the channel: every waiter fails at once with @err, queued server
+ * requests are dropped, and the coroutines blocked on the socket are
+ * kicked; they see the new state and end.  Takes @err.
+ */
+static void vfio_user_drop_channel(VFIOProxy *proxy, VFIOProxyState state,
+                                   Error *err)
+{
+    VFIOUserWaiter *w;
+    VFIOUserRequest *req;
+
+    vfio_user_set_state(proxy, state);
+    error_free(proxy->err);
+    proxy->err = err;
+
+    qio_channel_shutdown(proxy->ioc, QIO_CHANNEL_SHUTDOWN_BOTH, NULL);
+
+restart:
+    QTAILQ_FOREACH(w, &proxy->waiters, next) {
+        /* The receiver completes the one it is reading into. */
+        if (!w->receiving) {
+            /* This may run the waiter, which may change the list. */
+            vfio_user_complete(w, -ECONNRESET, error_copy(err));
+            goto restart;
+        }
+    }
+    proxy->late_id = -1;
+
+    while ((req = QSIMPLEQ_FIRST(&proxy->requests))) {
+        QSIMPLEQ_REMOVE_HEAD(&proxy->requests, next);
+        proxy->nrequests--;
+        if (!(req->msg.flags & VFIO_USER_NO_REPLY)) {
+            proxy->replies_due--;
+        }
+        g_free(req);
+    }
+
+    /*
+     * Kick the coroutines blocked on the socket (shutdown() does not make
+     * a full socket writable); their next read or write fails.
+     */
+    vfio_user_writable(proxy);
+    vfio_user_readable(proxy);
+    qemu_co_enter_all(&proxy->send_gate, NULL);
+}
+
+/*
+ * The connection @gen failed: move to VFIO_PROXY_FAILED and tell the
+ * owner.  Does nothing if that connection is gone already.  Takes @err.
+ */
+static void vfio_user_fail(VFIOProxy *proxy, unsigned int gen, Error *err)
+{
+    bool notify = proxy->state == VFIO_PROXY_CONNECTED;
+
+    if (gen != proxy->gen || (proxy->state != VFIO_PROXY_CONNECTED &&
+                              proxy->state != VFIO_PROXY_CONNECTING)) {
+        error_free(err);
+        return;
+    }
+    trace_vfio_user_failed(proxy->name, error_get_pretty(err));
+    vfio_user_drop_channel(proxy, VFIO_PROXY_FAILED, err);
+    if (notify && proxy->ops && proxy->ops->failed) {
+        proxy->ops->failed(proxy->opaque, proxy->err);
+    }
+}
+
+/* May a message with @command go out on connection @gen? */
+static bool vfio_user_can_send(VFIOProxy *proxy, unsigned int gen,
+                               uint16_t command, Error **errp)
+{
+    if (gen == proxy->gen) {
+        if (proxy->state == VFIO_PROXY_CONNECTED ||
+            (proxy->state == VFIO_PROXY_CONNECTING &&
+             command == VFIO_USER_VERSION)) {
+            return true;
+        }
+        if (proxy->state == VFIO_PROXY_FAILED) {
+            error_setg(errp, "%s", error_get_pretty(proxy->err));
+            return false;
+        }
+    }
+    vfio_user_error(proxy, errp, "not connected");
+    return false;
+}
+
+/*
+ * Write a whole message: header (converted to little-endian) and payload
+ * go in one sendmsg() with the descriptors when the socket takes it all.
+ * Called with send_lock held.
+ */
+static int coroutine_fn vfio_user_co_write(VFIOProxy *proxy,
+                                           const VFIOUserHdr *msg,
+                                           const int *fds, size_t nfds,
+                                           Error **errp)
+{
+    VFIOUserHdr hdr = {
+        .id = cpu_to_le16(msg->id),
+        .command = cpu_to_le16(msg->command),
+        .size = cpu_to_le32(msg->size),
+        .flags = cpu_to_le32(msg->flags),
+        .error_reply = cpu_to_le32(msg->error_reply),
+    };
+    struct iovec iov_buf[] = {
+        { .iov_base = &hdr, .iov_len = sizeof(hdr) },
+        { .iov_base = (void *)(msg + 1), .iov_len = msg->size - sizeof(hdr) },
+    };
+    struct iovec *iov = iov_buf;
+    unsigned int niov = msg->size > sizeof(hdr) ? 2 : 1;
+    ssize_t len;
+
+    trace_vfio_user_send(proxy->name, msg->id,
+                         vfio_user_command_name(msg->command), msg->size,
+                         msg->flags, nfds);
+    while (niov) {
+        len = qio_channel_writev_full(proxy->ioc, iov, niov, (int *)fds, nfds,
+                                      0, errp);
+        if (len == QIO_CHANNEL_ERR_BLOCK) {
+            proxy->write_co = qemu_coroutine_self();
+            vfio_user_update_handler(proxy);
+            qemu_coroutine_yield();
+            vfio_user_update_handler(proxy);
+            continue;
+        }
+        if (len < 0) {
+            error_prepend(errp, "vfio-user server %s: ", proxy->name);
+            return -1;
+        }
+        /* The descriptors went with the first byte. */
+        fds = NULL;
+        nfds = 0;
+        iov_discard_front(&iov, &niov, len);
+    }
+    return 0;
+}
+
+/* @w is past its deadline. */
+static void vfio_user_timeout(VFIOUserWaiter *w, int64_t now)
+{
+    VFIOProxy *proxy = w->proxy;
+    Error *err = NULL;
+
+    if (w->receiving && !w->stalled) {
+        /* The reply is arriving: give it another period. */
+        w->stalled = true;
+        w->deadline = now + proxy->timeout_ms;
+        return;
+    }
+    trace_vfio_user_timeout(proxy->name, w->id,
+                            vfio_user_command_name(w->command));
+    if (w->receiving) {
+        vfio_user_error(proxy, &err, "stalled in the reply to %s (id %u)",
+                        vfio_user_command_name(w->command), w->id);
+        vfio_user_fail(proxy, w->gen, err);
+    } else if (!w->sent) {
+        vfio_user_error(proxy, &err, "does not read its socket: "
+                        "%s not sent in %u ms",
+                        vfio_user_command_name(w->command),
+                        proxy->timeout_ms);
+        vfio_user_fail(proxy, w->gen, err);
+    } else if (proxy->late_id >= 0) {
+        vfio_user_error(proxy, &err, "not responding: no reply to %s "
+                        "(id %u) nor to id %d in %u ms",
+                        vfio_user_command_name(w->command), w->id,
+                        proxy->late_id, proxy->timeout_ms);
+        vfio_user_fail(proxy, w->gen, err);
+    } else {
+        proxy->late_id = w->id;
+        vfio_user_error(proxy, &err, "no reply to %s (id %u) in %u ms",
+                        vfio_user_command_name(w->command), w->id,
+                        proxy->timeout_ms);
+        vfio_user_complete(w, -ETIMEDOUT, err);
+    }
+}
+
+/*
+ * One timer serves all the waiters, so that a request does not have to
+ * arm one: it only arms the timer when it is idle.
+ */
+static void vfio_user_timer_cb(void *opaque)
+{
+    VFIOProxy *proxy = opaque;
+    int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    int64_t next = INT64_MAX;
+    VFIOUserWaiter *w;
+
+restart:
+    QTAILQ_FOREACH(w, &proxy->waiters, next) {
+        if (w->deadline <= now) {
+            /* This may wake coroutines that change the list. */
+            vfio_user_timeout(w, now);
+            goto restart;
+        }
+    }
+    QTAILQ_FOREACH(w, &proxy->waiters, next) {
+        next = MIN(next, w->deadline);
+    }
+    if (next != INT64_MAX) {
+        timer_mod(&proxy->timer, next);
+    }
+}
+
+static void vfio_user_add_waiter(VFIOProxy *proxy, VFIOUserWaiter *w)
+{
+    QTAILQ_INSERT_TAIL(&proxy->waiters, w, next);
+    w->deadline = INT64_MAX;
+    if (proxy->timeout_ms) {
+        w->deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                      proxy->timeout_ms;
+        if (!timer_pending(&proxy->timer) ||
+            timer_expire_time_ns(&proxy->timer) > w->deadline * SCALE_MS) {
+            timer_mod(&proxy->timer, w->deadline);
+        }
+    }
+}
+
+/*
+ * Send @msg and, unless VFIO_USER_SEND_NO_REPLY, wait for its reply; the
+ * arguments are checked by the caller.  The timeout runs from the start:
+ * a message that cannot be sent in time means the server does not read.
+ */
+static int coroutine_fn vfio_user_co_request(VFIOProxy *proxy,
+                                             VFIOUserHdr *msg,
+                                             VFIOUserFDs *fds,
+                                             uint32_t reply_max,
+                                             unsigned int flags,
+                                             Error **errp)
+{
+    bool posted = flags & VFIO_USER_SEND_NO_REPLY;
+    unsigned int gen = proxy->gen;
+    VFIOUserWaiter w = {
+        .proxy = proxy,
+        .co = qemu_coroutine_self(),
+        .gen = gen,
+        .command = msg->command,
+        .msg = msg,
+        .reply_max = reply_max,
+        .fds = fds,
+    };
+    Error *local_err = NULL;
+
+    if (!vfio_user_can_send(proxy, gen, msg->command, errp)) {
+        return -ENOTCONN;
+    }
+    vfio_user_add_waiter(proxy, &w);
+
+    qemu_co_mutex_lock(&proxy->send_lock);
+    /*
+     * libvfio-user waits for the reply to its DMA request and takes the
+     * next message it reads for it: while replies to the server are due,
+     * nothing else goes out.  The handler itself may send (a DMA request
+     * that reaches the device's own BAR).
+     */
+    while (!w.done && proxy->replies_due &&
+           proxy->req_co != qemu_coroutine_self() &&
+           proxy->gen == gen && proxy->state == VFIO_PROXY_CONNECTED) {
+        qemu_co_queue_wait(&proxy->send_gate, &proxy->send_lock);
+    }
+    if (w.done) {
+        qemu_co_mutex_unlock(&proxy->send_lock);
+    } else if (!vfio_user_can_send(proxy, gen, msg->command, &local_err)) {
+        qemu_co_mutex_unlock(&proxy->send_lock);
+        vfio_user_complete(&w, -ENOTCONN, local_err);
+    } else {
+        w.id = msg->id = vfio_user_new_id(proxy);
+        msg->flags = VFIO_USER_REQUEST | (posted ? VFIO_USER_NO_REPLY : 0);
+        msg->error_reply = 0;
+        if (fds) {
+            fds->nrecv = 0;
+        }
+        if (vfio_user_co_write(proxy, msg, fds ? fds->send : NULL,
+                               fds ? fds->nsend : 0, &local_err) < 0) {
+            qemu_co_mutex_unlock(&proxy->send_lock);
+            /* The stream is broken: that fails every waiter, w included. */
+            vfio_user_fail(proxy, gen, local_err);
+            if (!w.done) {
+                vfio_user_error(proxy, &local_err, "connection lost");
+                vfio_user_complete(&w, -ECONNRESET, local_err);
+            }
+        } else {
+            w.sent = true;
+            qemu_co_mutex_unlock(&proxy->send_lock);
+            if (posted && !w.done) {
+                vfio_user_complete(&w, 0, NULL);
+            }
+        }
+    }
+
+    while (!w.done) {
+        w.waiting = true;
+        qemu_coroutine_yield();
+        w.waiting = false;
+    }
+    if (w.ret < 0) {
+        error_propagate(errp, w.err);
+    }
+    return w.ret;
+}
+
+int coroutine_fn vfio_user_co_send_recv(VFIOProxy *proxy, VFIOUserHdr *msg,
+                                        VFIOUserFDs *fds, uint32_t reply_max,
+                                        unsigned int flags, Error **errp)
+{
+    bool posted = flags & VFIO_USER_SEND_NO_REPLY;
+
+    if (msg->size < sizeof(*msg) || (!posted && reply_max < sizeof(*msg)) ||
+        (fds && fds->max_recv && !fds->recv)) {
+        vfio_user_error(proxy, errp, "invalid %s message",
+                        vfio_user_command_name(msg->command));
+        return -EINVAL;
+    }
+    if (msg->size > proxy->caps.max_xfer + VFIO_USER_XFER_OVERHEAD) {
+        vfio_user_error(proxy, errp, "%s message of %u bytes exceeds the "
+                        "server's limit", vfio_user_command_name(msg->command),
+                        msg->size);
+        return -E2BIG;
+    }
+    if (fds && fds->nsend > proxy->caps.max_send_fds) {
+        vfio_user_error(proxy, errp, "%u file descriptors exceed the "
+                        "server's limit of %u", fds->nsend,
+                        proxy->caps.max_send_fds);
+        return -E2BIG;
+    }
+    return vfio_user_co_request(proxy, msg, fds, reply_max, flags, errp);
+}
+
+/*
+ * Read exactly @len bytes.  With @fds (the header), the descriptors that
+ * come with the first bytes go there, and end-of-file before the first
+ * byte returns 0; else end-of-file is an error.  Returns 1 or -1.
+ */
+static int coroutine_fn vfio_user_co_read(VFIOProxy *proxy, QIOChannel *ioc,
+                                          void *buf, size_t len,
+                                          int **fds, size_t *nfds,
+                                          Error **errp)
+{
+    size_t done = 0;
+    ssize_t ret;
+
+    while (done < len) {
+        struct iovec iov = {
+            .iov_base = (char *)buf + done, .iov_len = len - done,
+        };
+
+        ret = qio_channel_readv_full(ioc, &iov, 1, done ? NULL : fds,
+                                     done ? NULL : nfds, 0, errp);
+        if (ret == QIO_CHANNEL_ERR_BLOCK) {
+            proxy->recv_waiting = true;
+            qemu_coroutine_yield();
+            continue;
+        }
+        if (ret < 0) {
+            error_prepend(errp, "vfio-user server %s: ", proxy->name);
+            return -1;
+        }
+        if (ret == 0) {
+            if (!done && fds) {
+                return 0;
+            }
+            vfio_user_error(proxy, errp, "connection closed in a message");
+            return -1;
+        }
+        done += ret;
+    }
+    return 1;
+}
+
+/* Consume and drop @len bytes of payload. */
+static int coroutine_fn vfio_user_co_skip(VFIOProxy *proxy, QIOChannel *ioc,
+                                          size_t len, Error **errp)
+{
+    size_t chunk = MIN(len, 64 * KiB);
+    g_autofree void *buf = chunk ? g_malloc(chunk) : NULL;
+
+    while (len) {
+        if (vfio_user_co_read(proxy, ioc, buf, MIN(len, chunk), NULL, NULL,
+                              errp) < 0) {
+            return -1;
+        }
+        len -= MIN(len, chunk);
+    }
+    return 0;
+}
+
+/*
+ * Receive the rest of a reply whose header is @hdr and whose descriptors
+ * are @fds (ours to close or hand over).
+ */
+static int coroutine_fn vfio_user_co_recv_reply(VFIOProxy *proxy,
+                                                QIOChannel *ioc,
+                                                VFIOUserHdr *hdr,
+                                                int *fds, size_t nfds,
+                                                Error **errp)
+{
+    VFIOUserWaiter *w = vfio_user_find_waiter(proxy, hdr->id);
+    size_t len = hdr->size - sizeof(*hdr);
+    const char *cmd = vfio_user_command_name(hdr->command);
+    Error *err = NULL;
+    int ret;
+
+    if (!w) {
+        vfio_user_close_fds(fds, nfds);
+        trace_vfio_user_drop_reply(proxy->name, hdr->id, cmd,
+                                   hdr->id == proxy->late_id ? "late" :
+                                   "unexpected");
+        if (hdr->id == proxy->late_id) {
+            proxy->late_id = -1;
+        }
+        return vfio_user_co_skip(proxy, ioc, len, errp);
+    }
+
+    if (hdr->command != w->command) {
+        vfio_user_error(proxy, &err, "reply to %s (id %u) is for %s",
+                        vfio_user_command_name(w->command), w->id, cmd);
+        ret = -EPROTO;
+    } else if (hdr->flags & VFIO_USER_NO_REPLY) {
+        vfio_user_error(proxy, &err, "reply to %s (id %u) has no-reply set",
+                        cmd, w->id);
+        ret = -EPROTO;
+    } else if (nfds > (w->fds ? w->fds->max_recv : 0)) {
+        vfio_user_error(proxy, &err, "reply to %s (id %u) carries %zu "
+                        "unexpected file descriptors", cmd, w->id, nfds);
+        ret = -EPROTO;
+    } else if (hdr->flags & VFIO_USER_ERROR) {
+        ret = -(hdr->error_reply ? hdr->error_reply : EINVAL);
+        vfio_user_error(proxy, &err, "%s failed: %s", cmd, strerror(-ret));
+    } else if (hdr->size > w->reply_max) {
+        vfio_user_error(proxy, &err, "reply to %s (id %u) of %u bytes "
+                        "exceeds the %u expected", cmd, w->id, hdr->size,
+                        w->reply_max);
+        ret = -E2BIG;
+    } else {
+        /* Read the payload straight into the caller's buffer. */
+        w->receiving = true;
+        ret = vfio_user_co_read(proxy, ioc, w->msg + 1, len, NULL, NULL,
+                                errp);
+        w->receiving = false;
+        if (ret < 0) {
+            vfio_user_close_fds(fds, nfds);
+            vfio_user_complete(w, -ECONNRESET, error_copy(*errp));
+            return -1;
+        }
+        *w->msg = *hdr;
+        if (w->fds) {
+            memcpy(w->fds->recv, fds, nfds * sizeof(int));
+            w->fds->nrecv = nfds;
+        }
+        vfio_user_complete(w, 0, NULL);
+        return 0;
+    }
+
+    /* A bad reply fails its request, but is consumed whole. */
+    vfio_user_close_fds(fds, nfds);
+    vfio_user_complete(w, ret, err);
+    return vfio_user_co_skip(proxy, ioc, len, errp);
+}
+
+/* Check a request of the server: 0 or the negative errno to reply with. */
+static int vfio_user_check_request(VFIOProxy *proxy, VFIOUserHdr *msg,
+                                   size_t nfds)
+{
+    VFIOUserDMARW *dma = container_of(msg, VFIOUserDMARW, hdr);
+    uint64_t count;
+
+    if (nfds || (msg->flags & VFIO_USER_ERROR)) {
+        return -EINVAL;
+    }
+    if (msg->command != VFIO_USER_DMA_READ &&
+        msg->command != VFIO_USER_DMA_WRITE) {
+        return -ENOSYS;
+    }
+    if (msg->size < sizeof(*dma)) {
+        return -EINVAL;
+    }
+    count = le64_to_cpu(dma->count);
+    if (count > VFIO_USER_MAX_XFER ||
+        le64_to_cpu(dma->address) + count < le64_to_cpu(dma->address) ||
+        msg->size != sizeof(*dma) +
+        (msg->command == VFIO_USER_DMA_WRITE ? count : 0)) {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static void coroutine_fn vfio_user_req_co(void *opaque);
+
+/* Receive the rest of a request of the server and queue it. */
+static int coroutine_fn vfio_user_co_recv_request(VFIOProxy *proxy,
+                                                  QIOChannel *ioc,
+                                                  VFIOUserHdr *hdr,
+                                                  int *fds, size_t nfds,
+                                                  Error **errp)
+{
+    VFIOUserRequest *req;
+
+    vfio_user_close_fds(fds, nfds);
+    if (proxy->state != VFIO_PROXY_CONNECTED) {
+        vfio_user_error(proxy, errp, "%s request before the version "
+                        "negotiation", vfio_user_command_name(hdr->command));
+        return -1;
+    }
+    if (proxy->nrequests == VFIO_USER_MAX_REQUESTS) {
+        vfio_user_error(proxy, errp, "more than %u requests pending",
+                        VFIO_USER_MAX_REQUESTS);
+        return -1;
+    }
+
+    req = g_malloc(sizeof(*req) + hdr->size - sizeof(*hdr));
+    req->msg = *hdr;
+    if (vfio_user_co_read(proxy, ioc, &req->msg + 1,
+                          hdr->size - sizeof(*hdr), NULL, NULL, errp) < 0) {
+        g_free(req);
+        return -1;
+    }
+    req->error = vfio_user_check_request(proxy, &req->msg, nfds);
+    trace_vfio_user_request(proxy->name, hdr->id,
+                            vfio_user_command_name(hdr->command),
+                            req->error);
+
+    if (!(hdr->flags & VFIO_USER_NO_REPLY)) {
+        proxy->replies_due++;
+    }
+    proxy->nrequests++;
+    QSIMPLEQ_INSERT_TAIL(&proxy->requests, req, next);
+    if (!proxy->req_co) {
+        proxy->req_co = qemu_coroutine_create(vfio_user_req_co, proxy);
+        aio_co_enter(proxy->ctx, proxy->req_co);
+    }
+    /* Let the handler and the woken callers run before reading on. */
+    aio_co_schedule(proxy->ctx, qemu_coroutine_self());
+    qemu_coroutine_yield();
+    return 0;
+}
+
+/* Receive one message. */
+static int coroutine_fn vfio_user_co_recv_one(VFIOProxy *proxy,
+                                              QIOChannel *ioc, Error **errp)
+{
+    VFIOUserHdr hdr;
+    g_autofree int *fds = NULL;
+    size_t nfds = 0;
+    VFIOUserWaiter *w;
+    uint32_t type, max;
+    int ret;
+
+    /*
+     * Wait for the socket to be readable first, rather than find it empty
+     * with one more recvmsg() after each message: the handler is level
+     * triggered, so a message already there is not missed.
+     */
+    proxy->recv_waiting = true;
+    qemu_coroutine_yield();
+    ret = vfio_user_co_read(proxy, ioc, &hdr, sizeof(hdr), &fds, &nfds, errp);
+    if (ret <= 0) {
+        vfio_user_close_fds(fds, nfds);
+        if (ret == 0) {
+            vfio_user_error(proxy, errp, "connection closed");
+        }
+        return -1;
+    }
+    hdr.id = le16_to_cpu(hdr.id);
+    hdr.command = le16_to_cpu(hdr.command);
+    hdr.size = le32_to_cpu(hdr.size);
+    hdr.flags = le32_to_cpu(hdr.flags);
+    hdr.error_reply = le32_to_cpu(hdr.error_reply);
+    trace_vfio_user_recv(proxy->name, hdr.id,
+                         vfio_user_command_name(hdr.command), hdr.size,
+                         hdr.flags, nfds);
+
+    /*
+     * A reply may be as large as its caller allows; anything else must
+     * fit what we negotiated.
+     */
+    type = hdr.flags & VFIO_USER_TYPE;
+    w = type == VFIO_USER_REPLY ? vfio_user_find_waiter(proxy, hdr.id) : NULL;
+    max = MAX(VFIO_USER_MAX_XFER + VFIO_USER_XFER_OVERHEAD,
+              w ? w->reply_max : 0);
+
+    if (type != VFIO_USER_REQUEST && type != VFIO_USER_REPLY) {
+        vfio_user_error(proxy, errp, "message of unknown type %u", type);
+    } else if (hdr.flags & ~(VFIO_USER_TYPE | VFIO_USER_NO_REPLY |
+                             VFIO_USER_ERROR)) {
+        vfio_user_error(proxy, errp, "message with unknown flags 0x%x",
+                        hdr.flags);
+    } else if (hdr.size < sizeof(hdr) || hdr.size > max) {
+        vfio_user_error(proxy, errp, "%s message of invalid size %u",
+                        vfio_user_command_name(hdr.command), hdr.size);
+    } else if (nfds > VFIO_USER_MAX_FDS) {
+        vfio_user_error(proxy, errp, "%zu file descriptors in a message",
+                        nfds);
+    } else if (type == VFIO_USER_REPLY) {
+        return vfio_user_co_recv_reply(proxy, ioc, &hdr, fds, nfds, errp);
+    } else {
+        return vfio_user_co_recv_request(proxy, ioc, &hdr, fds, nfds, errp);
+    }
+    vfio_user_close_fds(fds, nfds);
+    return -1;
+}
+
+/* The receiver: the only reader of the channel it was started on. */
+static void coroutine_fn vfio_user_recv_co(void *opaque)
+{
+    VFIOProxy *proxy = opaque;
+    QIOChannel *ioc = QIO_CHANNEL(object_ref(proxy->ioc));
+    unsigned int gen = proxy->gen;
+    Error *err = NULL;
+
+    while (gen == proxy->gen && (proxy->state == VFIO_PROXY_CONNECTING ||
+                                 proxy->state == VFIO_PROXY_CONNECTED)) {
+        if (vfio_user_co_recv_one(proxy, ioc, &err) < 0) {
+            vfio_user_fail(proxy, gen, err);
+            err = NULL;
+        }
+    }
+    object_unref(ioc);
+    proxy->recv_co = NULL;
+    vfio_user_update_handler(proxy);
+}
+
+/* Serve one request of the server and send the reply it wants. */
+static void coroutine_fn vfio_user_co_serve(VFIOProxy *proxy,
+                                            VFIOUserRequest *req,
+                                            unsigned int gen)
+{
+    VFIOUserDMARW *dma = container_of(&req->msg, VFIOUserDMARW, hdr);
+    bool is_write = req->msg.command == VFIO_USER_DMA_WRITE;
+    g_autofree VFIOUserDMARW *reply = NULL;
+    uint64_t count = 0;
+    int ret = req->error;
+    Error *err = NULL;
+
+    if (!ret) {
+        count = le64_to_cpu(dma->count);
+        reply = g_malloc0(sizeof(*reply) + (is_write ? 0 : count));
+        if (proxy->ops && proxy->ops->dma_rw) {
+            ret = proxy->ops->dma_rw(proxy->opaque,
+                                     le64_to_cpu(dma->address),
+                                     is_write ? dma->data : reply->data,
+                                     count, is_write);
+        } else {
+            ret = -ENODEV;
+        }
+    } else {
+        reply = g_malloc0(sizeof(*reply));
+    }
+    if (req->msg.flags & VFIO_USER_NO_REPLY) {
+        return;
+    }
+
+    reply->hdr = (VFIOUserHdr) {
+        .id = req->msg.id,
+        .command = req->msg.command,
+        .flags = VFIO_USER_REPLY,
+        .size = sizeof(VFIOUserHdr),
+    };
+    if (ret < 0) {
+        reply->hdr.flags |= VFIO_USER_ERROR;
+        reply->hdr.error_reply = -ret;
+    } else {
+        reply->hdr.size = sizeof(*reply) + (is_write ? 0 : count);
+        reply->address = dma->address;
+        reply->count = dma->count;
+    }
+
+    qemu_co_mutex_lock(&proxy->send_lock);
+    if (vfio_user_can_send(proxy, gen, reply->hdr.command, NULL) &&
+        vfio_user_co_write(proxy, &reply->hdr, NULL, 0, &err) < 0) {
+        vfio_user_fail(proxy, gen, err);
+    }
+    qemu_co_mutex_unlock(&proxy->send_lock);
+}
+
+/* The request handler: serves the queued requests of the server, in order. */
+static void coroutine_fn vfio_user_req_co(void *opaque)
+{
+    VFIOProxy *proxy = opaque;
+    VFIOUserRequest *req;
+
+    while ((req = QSIMPLEQ_FIRST(&proxy->requests))) {
+        QSIMPLEQ_REMOVE_HEAD(&proxy->requests, next);
+        proxy->nrequests--;
+        vfio_user_co_serve(proxy, req, proxy->gen);
+        if (!(req->msg.flags & VFIO_USER_NO_REPLY) &&
+            --proxy->replies_due == 0) {
+            qemu_co_queue_restart_all(&proxy->send_gate);
+        }
+        g_free(req);
+    }
+    proxy->req_co = NULL;
+}
+
+/* Our proposal: everything we support, and our limits. */
+static GString *vfio_user_caps_json(void)
+{
+    g_autoptr(QDict) top = qdict_new();
+    QDict *caps = qdict_new();
+    QDict *migr = qdict_new();
+
+    qdict_put_int(caps, VFIO_USER_CAP_MAX_FDS, VFIO_USER_MAX_FDS);
+    qdict_put_int(caps, VFIO_USER_CAP_MAX_XFER, VFIO_USER_MAX_XFER);
+    qdict_put_int(caps, VFIO_USER_CAP_MAX_DMA_MAPS,
+                  VFIO_USER_DEF_MAX_DMA_MAPS);
+    qdict_put_int(caps, VFIO_USER_CAP_PGSIZES, qemu_real_host_page_size());
+    qdict_put_int(migr, VFIO_USER_CAP_MIGR_PGSIZE,
+                  qemu_real_host_page_size());
+    qdict_put(caps, VFIO_USER_CAP_MIGR, migr);
+    qdict_put_bool(caps, VFIO_USER_CAP_WRITE_MULTIPLE, true);
+    qdict_put(top, VFIO_USER_CAP, caps);
+    return qobject_to_json(QOBJECT(top));
+}
+
+/* An unsigned integer capability within [@min, @max]. */
+static bool vfio_user_cap_uint(const QDictEntry *e, uint64_t min,
+                               uint64_t max, uint64_t *val, Error **errp)
+{
+    QNum *num = qobject_to(QNum, qdict_entry_value(e));
+
+    if (!num || !qnum_get_try_uint(num, val)) {
+        error_setg(errp, "capability '%s' is not an unsigned integer",
+                   qdict_entry_key(e));
+        return false;
+    }
+    if (*val < min || *val > max) {
+        error_setg(errp, "capability '%s' is %" PRIu64 ", out of range "
+                   "[%" PRIu64 ", %" PRIu64 "]", qdict_entry_key(e), *val,
+                   min, max);
+        return false;
+    }
+    return true;
+}
+
+static bool vfio_user_parse_migration(const QDictEntry *e, VFIOUserCaps *caps,
+                                      Error **errp)
+{
+    QDict *migr = qobject_to(QDict, qdict_entry_value(e));
+    const QDictEntry *m;
+    uint64_t pgsize;
+
+    if (!migr) {
+        error_setg(errp, "capability '%s' is not an object",
+                   qdict_entry_key(e));
+        return false;
+    }
+    caps->migration_pgsize = qemu_real_host_page_size();
+    for (m = qdict_first(migr); m; m = qdict_next(migr, m)) {
+        if (strcmp(qdict_entry_key(m), VFIO_USER_CAP_MIGR_PGSIZE)) {
+            error_setg(errp, "capability '%s.%s' was not proposed",
+                       qdict_entry_key(e), qdict_entry_key(m));
+            return false;
+        }
+        if (!vfio_user_cap_uint(m, 1, UINT32_MAX, &pgsize, errp)) {
+            return false;
+        }
+        if (!is_power_of_2(pgsize)) {
+            error_setg(errp, "migration page size %" PRIu64 " is not a "
+                       "power of 2", pgsize);
+            return false;
+        }
+        /* The smaller of the two page sizes is used. */
+        caps->migration_pgsize = MIN(caps->migration_pgsize, pgsize);
+    }
+    return true;
+}
+
+/*
+ * Parse the server's capabilities: what it accepts must be a subset of
+ * what we proposed, of the right types, within range.
+ */
+static bool vfio_user_parse_caps(const char *json, VFIOUserCaps *caps,
+                                 Error **errp)
+{
+    QObject *obj = qobject_from_json(json, errp);
+    g_autoptr(QDict) top = qobject_to(QDict, obj);
+    QDict *dict;
+    const QDictEntry *e;
+    QBool *flag;
+    uint64_t val;
+
+    if (!top) {
+        if (obj) {
+            qobject_unref(obj);
+            error_setg(errp, "capabilities are not a JSON object");
+        }
+        return false;
+    }
+    for (e = qdict_first(top); e; e = qdict_next(top, e)) {
+        if (strcmp(qdict_entry_key(e), VFIO_USER_CAP)) {
+            error_setg(errp, "unexpected member '%s'", qdict_entry_key(e));
+            return false;
+        }
+    }
+    if (!qdict_haskey(top, VFIO_USER_CAP)) {
+        return true;
+    }
+    dict = qobject_to(QDict, qdict_get(top, VFIO_USER_CAP));
+    if (!dict) {
+        error_setg(errp, "'%s' is not an object", VFIO_USER_CAP);
+        return false;
+    }
+
+    for (e = qdict_first(dict); e; e = qdict_next(dict, e)) {
+        const char *key = qdict_entry_key(e);
+
+        if (!strcmp(key, VFIO_USER_CAP_MAX_FDS)) {
+            if (!vfio_user_cap_uint(e, 1, INT32_MAX, &val, errp)) {
+                return false;
+            }
+            caps->max_send_fds = MIN(val, VFIO_USER_MAX_FDS);
+        } else if (!strcmp(key, VFIO_USER_CAP_MAX_XFER)) {
+            /* A register access of up to 8 bytes must fit. */
+            if (!vfio_user_cap_uint(e, 8, UINT32_MAX, &caps->max_xfer,
+                                    errp)) {
+                return false;
+            }
+        } else if (!strcmp(key, VFIO_USER_CAP_MAX_DMA_MAPS)) {
+            if (!vfio_user_cap_uint(e, 1, UINT32_MAX, &caps->max_dma_maps,
+                                    errp)) {
+                return false;
+            }
+        } else if (!strcmp(key, VFIO_USER_CAP_PGSIZES)) {
+            if (!vfio_user_cap_uint(e, 1, UINT64_MAX, &caps->pgsizes, errp)) {
+                return false;
+            }
+            if (caps->pgsizes & (VFIO_USER_DEF_PGSIZES - 1)) {
+                error_setg(errp, "page sizes 0x%" PRIx64 " include sizes "
+                           "below 4 KiB", caps->pgsizes);
+                return false;
+            }
+        } else if (!strcmp(key, VFIO_USER_CAP_MIGR)) {
+            if (!vfio_user_parse_migration(e, caps, errp)) {
+                return false;
+            }
+        } else if (!strcmp(key, VFIO_USER_CAP_WRITE_MULTIPLE)) {
+            flag = qobject_to(QBool, qdict_entry_value(e));
+            if (!flag) {
+                error_setg(errp, "capability '%s' is not a boolean", key);
+                return false;
+            }
+            caps->write_multiple = qbool_get_bool(flag);
+        } else {
+            error_setg(errp, "capability '%s' was not proposed", key);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Check the VERSION reply and take the capabilities it accepts. */
+static bool vfio_user_parse_version(VFIOUserVersion *reply,
+                                    VFIOUserCaps *caps, Error **errp)
+{
+    size_t len;
+
+    if (reply->hdr.size < sizeof(*reply)) {
+        error_setg(errp, "reply of %u bytes is too short", reply->hdr.size);
+        return false;
+    }
+    vfio_user_default_caps(caps);
+    caps->major = le16_to_cpu(reply->major);
+    caps->minor = le16_to_cpu(reply->minor);
+    if (caps->major != VFIO_USER_MAJOR_VER) {
+        error_setg(errp, "major version %u differs from ours (%u)",
+                   caps->major, VFIO_USER_MAJOR_VER);
+        return false;
+    }
+    if (caps->minor > VFIO_USER_MINOR_VER) {
+        error_setg(errp, "minor version %u is above ours (%u)",
+                   caps->minor, VFIO_USER_MINOR_VER);
+        return false;
+    }
+
+    len = reply->hdr.size - sizeof(*reply);
+    if (!len) {
+        return true;
+    }
+    if (strnlen(reply->capabilities, len) != len - 1) {
+        error_setg(errp, "capabilities are not a NUL-terminated string");
+        return false;
+    }
+    return vfio_user_parse_caps(reply->capabilities, caps, errp);
+}
+
+static int coroutine_fn vfio_user_co_negotiate(VFIOProxy *proxy,
+                                               Error **errp)
+{
+    g_autoptr(GString) json = vfio_user_caps_json();
+    uint32_t size = sizeof(VFIOUserVersion) + json->len + 1;
+    uint32_t reply_max = MAX(size, VFIO_USER_VERSION_REPLY_MAX);
+    g_autofree VFIOUserVersion *msg = g_malloc0(reply_max);
+    VFIOUserCaps caps;
+    int ret;
+
+    vfio_user_msg_init(&msg->hdr, VFIO_USER_VERSION, size);
+    msg->major = cpu_to_le16(VFIO_USER_MAJOR_VER);
+    msg->minor = cpu_to_le16(VFIO_USER_MINOR_VER);
+    memcpy(msg->capabilities, json->str, json->len + 1);
+
+    ret = vfio_user_co_request(proxy, &msg->hdr, NULL, reply_max, 0, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!vfio_user_parse_version(msg, &caps, errp)) {
+        error_prepend(errp, "vfio-user server %s: bad VERSION reply: ",
+                      proxy->name);
+        return -EPROTO;
+    }
+    if (proxy->state != VFIO_PROXY_CONNECTING) {
+        vfio_user_error(proxy, errp, "connection lost in the version "
+                        "negotiation");
+        return -ENOTCONN;
+    }
+    proxy->caps = caps;
+    trace_vfio_user_version(proxy->name, caps.major, caps.minor,
+                            caps.max_send_fds, caps.max_xfer,
+                            caps.migration_pgsize, caps.write_multiple);
+    vfio_user_set_state(proxy, VFIO_PROXY_CONNECTED);
+    return 0;
+}
+
+static void coroutine_fn vfio_user_call_co(void *opaque)
+{
+    VFIOUserCall *call = opaque;
+
+    if (call->msg) {
+        call->ret = vfio_user_co_send_recv(call->proxy, call->msg, call->fds,
+                                           call->reply_max, call->flags,
+                                           call->errp);
+    } else {
+        call->ret = vfio_user_co_negotiate(call->proxy, call->errp);
+    }
+    /* With a semaphore, the caller's frame may go as soon as we post. */
+    call->done = true;
+    if (call->sem) {
+        qemu_sem_post(call->sem);
+    }
+}
+
+/*
+ * Run @call in a coroutine and wait for it.  In the home thread of the
+ * AioContext (with @unlock false) poll it; else sleep on a semaphore,
+ * without the BQL.
+ */
+static int vfio_user_run(VFIOUserCall *call, bool unlock)
+{
+    AioContext *ctx = call->proxy->ctx;
+    Coroutine *co = qemu_coroutine_create(vfio_user_call_co, call);
+    bool home = in_aio_context_home_thread(ctx);
+    QemuSemaphore sem;
+    bool bql;
+
+    if (home && !unlock) {
+        aio_co_enter(ctx, co);
+        while (!call->done) {
+            aio_poll(ctx, true);
+        }
+        return call->ret;
+    }
+
+    qemu_sem_init(&sem, 0);
+    call->sem = &sem;
+    if (home) {
+        /* Send from here: the message leaves before we return. */
+        aio_co_enter(ctx, co);
+    } else {
+        aio_co_schedule(ctx, co);
+    }
+    /* Done already (posted, or failed at once): keep the BQL. */
+    bql = bql_locked() && !(home && call->done);
+    if (bql) {
+        bql_unlock();
+    }
+    qemu_sem_wait(&sem);
+    if (bql) {
+        bql_lock();
+    }
+    qemu_sem_destroy(&sem);
+    return call->ret;
+}
+
+int vfio_user_send_recv(VFIOProxy *proxy, VFIOUserHdr *msg, VFIOUserFDs *fds,
+                        uint32_t reply_max, unsigned int flags, Error **errp)
+{
+    VFIOUserCall call = {
+        .proxy = proxy, .msg = msg, .fds = fds, .reply_max = reply_max,
+        .flags = flags, .errp = errp,
+    };
+
+    if (qemu_in_coroutine()) {
+        return vfio_user_co_send_recv(proxy, msg, fds, reply_max, flags,
+                                      errp);
+    }
+    return vfio_user_run(&call, false);
+}
+
+int vfio_user_send_recv_unlocked(VFIOProxy *proxy, VFIOUserHdr *msg,
+                                 VFIOUserFDs *fds, uint32_t reply_max,
+                                 unsigned int flags, Error **errp)
+{
+    VFIOUserCall call = {
+        .proxy = proxy, .msg = msg, .fds = fds, .reply_max = reply_max,
+        .flags = flags, .errp = errp,
+    };
+
+    assert(!qemu_in_coroutine() && bql_locked() &&
+           proxy->ctx == qemu_get_aio_context());
+    return vfio_user_run(&call, true);
+}
+
+void vfio_user_msg_init(VFIOUserHdr *msg, VFIOUserCommand command,
+                        uint32_t size)
+{
+    *msg = (VFIOUserHdr) { .command = command, .size = size };
+}
+
+VFIOProxy *vfio_user_proxy_new(AioContext *ctx, const VFIOUserProxyOps *ops,
+                               void *opaque)
+{
+    VFIOProxy *proxy = g_new0(VFIOProxy, 1);
+
+    proxy->ctx = ctx ? ctx : qemu_get_aio_context();
+    proxy->ops = ops;
+    proxy->opaque = opaque;
+    proxy->name = g_strdup("(none)");
+    proxy->timeout_ms = VFIO_USER_DEFAULT_TIMEOUT_MS;
+    proxy->state = VFIO_PROXY_CLOSED;
+    proxy->late_id = -1;
+    vfio_user_default_caps(&proxy->caps);
+    aio_timer_init(proxy->ctx, &proxy->timer, QEMU_CLOCK_REALTIME, SCALE_MS,
+                   vfio_user_timer_cb, proxy);
+    qemu_co_mutex_init(&proxy->send_lock);
+    qemu_co_queue_init(&proxy->send_gate);
+    QTAILQ_INIT(&proxy->waiters);
+    QSIMPLEQ_INIT(&proxy->requests);
+    return proxy;
+}
+
+void vfio_user_proxy_set_timeout(VFIOProxy *proxy, uint32_t timeout_ms)
+{
+    proxy->timeout_ms = timeout_ms;
+}
+
+/* Wait until the coroutines of the last channel have ended. */
+static void vfio_user_drain(VFIOProxy *proxy)
+{
+    assert(!qemu_in_coroutine() && in_aio_context_home_thread(proxy->ctx));
+    while (proxy->recv_co || proxy->req_co) {
+        aio_poll(proxy->ctx, true);
+    }
+    assert(!proxy->replies_due && QTAILQ_EMPTY(&proxy->waiters));
+}
+
+int vfio_user_proxy_attach(VFIOProxy *proxy, QIOChannelSocket *sioc,
+                           const char *name, Error **errp)
+{
+    Error *local_err = NULL;
+    VFIOUserCall call = { .proxy = proxy, .errp = &local_err };
+    int ret;
+
+    if (proxy->state != VFIO_PROXY_CLOSED &&
+        proxy->state != VFIO_PROXY_FAILED) {
+        vfio_user_error(proxy, errp, "already connected");
+        return -EBUSY;
+    }
+    if (!qio_channel_has_feature(QIO_CHANNEL(sioc),
+                                 QIO_CHANNEL_FEATURE_FD_PASS)) {
+        error_setg(errp, "vfio-user server %s: not a UNIX socket", name);
+        return -EINVAL;
+    }
+
+    vfio_user_drain(proxy);
+    if (proxy->ioc) {
+        object_unref(proxy->ioc);
+    }
+    proxy->ioc = QIO_CHANNEL(object_ref(sioc));
+    proxy->fd = sioc->fd;
+    g_free(proxy->name);
+    proxy->name = g_strdup(name);
+    qio_channel_set_name(proxy->ioc, "vfio-user");
+    qio_channel_set_blocking(proxy->ioc, false, NULL);
+    qio_channel_set_follow_coroutine_ctx(proxy->ioc, true);
+
+    proxy->gen++;
+    proxy->late_id = -1;
+    vfio_user_default_caps(&proxy->caps);
+    vfio_user_set_state(proxy, VFIO_PROXY_CONNECTING);
+    proxy->recv_co = qemu_coroutine_create(vfio_user_recv_co, proxy);
+    vfio_user_update_handler(proxy);
+    aio_co_enter(proxy->ctx, proxy->recv_co);
+
+    ret = vfio_user_run(&call, false);
+    if (ret < 0) {
+        /* Spec: a client that refuses the version closes the connection. */
+        vfio_user_fail(proxy, proxy->gen, error_copy(local_err));
+        error_propagate(errp, local_err);
+    }
+    return ret;
+}
+
+int vfio_user_proxy_connect(VFIOProxy *proxy, SocketAddress *addr,
+                            Error **errp)
+{
+    g_autoptr(QIOChannelSocket) sioc = NULL;
+    g_autofree char *name = NULL;
+
+    switch (addr->type) {
+    case SOCKET_ADDRESS_TYPE_UNIX:
+        name = g_strdup(addr->u.q_unix.path);
+        break;
+    case SOCKET_ADDRESS_TYPE_FD:
+        name = g_strdup_printf("fd %s", addr->u.fd.str);
+        break;
+    default:
+        error_setg(errp, "vfio-user: the server must be a UNIX socket "
+                   "(path or fd)");
+        return -EINVAL;
+    }
+
+    sioc = qio_channel_socket_new();
+    if (qio_channel_socket_connect_sync(sioc, addr, errp) < 0) {
+        error_prepend(errp, "vfio-user server %s: ", name);
+        return -ECONNREFUSED;
+    }
+    return vfio_user_proxy_attach(proxy, sioc, name, errp);
+}
+
+void vfio_user_proxy_close(VFIOProxy *proxy)
+{
+    Error *err = NULL;
+
+    if (proxy->state == VFIO_PROXY_CONNECTING ||
+        proxy->state == VFIO_PROXY_CONNECTED) {
+        vfio_user_error(proxy, &err, "connection closed by the client");
+        vfio_user_drop_channel(proxy, VFIO_PROXY_CLOSED, err);
+    } else if (proxy->state != VFIO_PROXY_CLOSED) {
+        vfio_user_set_state(proxy, VFIO_PROXY_CLOSED);
+    }
+    if (proxy->ioc) {
+        vfio_user_drain(proxy);
+        object_unref(proxy->ioc);
+        proxy->ioc = NULL;
+    }
+}
+
+void vfio_user_proxy_free(VFIOProxy *proxy)
+{
+    if (!proxy) {
+        return;
+    }
+    vfio_user_proxy_close(proxy);
+    timer_del(&proxy->timer);
+    error_free(proxy->err);
+    g_free(proxy->name);
+    g_free(proxy);
+}
+
+VFIOProxyState vfio_user_proxy_state(VFIOProxy *proxy)
+{
+    return proxy->state;
+}
+
+const VFIOUserCaps *vfio_user_proxy_caps(VFIOProxy *proxy)
+{
+    return &proxy->caps;
+}
+
+const char *vfio_user_proxy_name(VFIOProxy *proxy)
+{
+    return proxy->name;
+}
