@@ -10,6 +10,7 @@
 
 #include "qemu/osdep.h"
 #include <linux/vfio.h>
+#include <sys/stat.h>
 
 #include "qapi/error.h"
 #include "qemu/error-report.h"
@@ -46,6 +47,8 @@ static int vfio_user_call(VFIODevice *vbasedev, VFIOUserHdr *msg,
     }
     return ret;
 }
+
+static bool vfio_user_server_lost(VFIODevice *vbasedev);
 
 /* The payload of a reply, after the header. */
 static uint32_t reply_len(VFIOUserHdr *msg)
@@ -125,6 +128,37 @@ static bool vfio_user_region_caps_valid(struct vfio_region_info *info,
     return true;
 }
 
+/*
+ * The fds of a region info reply: the spec sends one, libvfio-user one
+ * per sparse mmap area, all of the same file.  Keep the first; refuse
+ * replies whose fds are different files (each area would need its own).
+ */
+static int vfio_user_region_fd(int *fds, unsigned int nfds)
+{
+    struct stat st0, st;
+    unsigned int i;
+    int ret = 0;
+
+    if (!nfds) {
+        return -1;
+    }
+    if (fstat(fds[0], &st0) < 0) {
+        ret = -errno;
+    }
+    for (i = 1; i < nfds; i++) {
+        if (!ret && (fstat(fds[i], &st) < 0 || st.st_dev != st0.st_dev ||
+                     st.st_ino != st0.st_ino)) {
+            ret = -EINVAL;
+        }
+        close(fds[i]);
+    }
+    if (ret) {
+        close(fds[0]);
+        return ret;
+    }
+    return fds[0];
+}
+
 static int vfio_user_get_region_info(VFIODevice *vbasedev,
                                      struct vfio_region_info *info, int *fd)
 {
@@ -132,8 +166,9 @@ static int vfio_user_get_region_info(VFIODevice *vbasedev,
     uint32_t argsz = MIN(info->argsz, VFIO_USER_MAX_REGION_INFO);
     uint32_t size = sizeof(VFIOUserHdr) + argsz;
     g_autofree VFIOUserRegionInfo *msg = g_malloc0(size);
-    int rfd = -1;
-    VFIOUserFDs fds = { .recv = &rfd, .max_recv = 1 };
+    int rfds[VFIO_USER_MAX_REGION_FDS];
+    VFIOUserFDs fds = { .recv = rfds, .max_recv = ARRAY_SIZE(rfds) };
+    int rfd;
     uint32_t len;
     int ret;
 
@@ -148,6 +183,11 @@ static int vfio_user_get_region_info(VFIODevice *vbasedev,
     ret = vfio_user_call(vbasedev, &msg->hdr, &fds, size, 0);
     if (ret < 0) {
         return ret;
+    }
+    rfd = vfio_user_region_fd(rfds, fds.nrecv);
+    if (rfd < -1) {
+        trace_vfio_user_bad_reply(vbasedev->name, "region info fds", index);
+        return rfd;
     }
 
     len = reply_len(&msg->hdr);
@@ -289,6 +329,10 @@ static int vfio_user_set_irqs(VFIODevice *vbasedev, struct vfio_irq_set *set)
     uint32_t i, n;
     int ret;
 
+    if (vfio_user_server_lost(vbasedev)) {
+        /* Nothing to set up or tear down on a server that is gone */
+        return 0;
+    }
     switch (data_type) {
     case VFIO_IRQ_SET_DATA_NONE:
         return vfio_user_set_irqs_one(vbasedev, set->flags, set->index,

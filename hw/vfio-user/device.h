@@ -47,6 +47,8 @@ static inline VFIOUserPCIDevice *vfio_user_pci_from_vbasedev(VFIODevice *vbd)
 #define VFIO_USER_MAX_REGIONS           64
 #define VFIO_USER_MAX_IRQS              16
 #define VFIO_USER_MAX_IRQ_COUNT         2048
+/* File descriptors a region info reply may carry (one per sparse area) */
+#define VFIO_USER_MAX_REGION_FDS        16
 /* The largest region info (with its capabilities) we accept. */
 #define VFIO_USER_MAX_REGION_INFO       4096
 

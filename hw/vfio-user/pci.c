@@ -44,10 +44,9 @@ static void vfio_user_pci_proxy_failed(void *opaque, const Error *err)
     }
     udev->server_lost = true;
     if (dev->realized) {
-        error_report("vfio-user-pci %s: lost the server %s: %s; the device "
+        error_report("vfio-user-pci %s: lost the server: %s; the device "
                      "reads all ones and ignores writes until it is "
-                     "unplugged", dev->id ?: udev->parent_obj.vbasedev.name,
-                     vfio_user_pci_socket_name(udev), error_get_pretty(err));
+                     "unplugged", dev->id ?: "(no id)", error_get_pretty(err));
     }
 }
 
@@ -156,7 +155,7 @@ static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
     if (!udev->socket) {
         error_setg(errp, "vfio-user-pci: the socket property is required");
         error_append_hint(errp, "Use -device vfio-user-pci,socket=PATH or "
-                          "socket.type=fd,socket.str=FD\n");
+                          "socket=fd:NAME\n");
         return;
     }
     if (!vfio_user_pci_connect(udev, errp)) {
@@ -280,9 +279,8 @@ static void vfio_user_pci_write_config(PCIDevice *pdev, uint32_t addr,
 /*
  * socket: a string (a UNIX socket path, "unix:PATH" or "fd:NAME") or a
  * SocketAddress object ({"type": "unix", "path": ...} or {"type": "fd",
- * "str": ...}), so that -device vfio-user-pci,socket=PATH, the dotted
- * form socket.type=unix,socket.path=PATH, JSON -device and device_add
- * all work.
+ * "str": ...}), so that -device vfio-user-pci,socket=PATH, JSON -device
+ * and device_add all work.
  */
 static SocketAddress *vfio_user_parse_socket(const char *str, Error **errp)
 {

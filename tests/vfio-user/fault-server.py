@@ -286,7 +286,8 @@ class Server:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description="A scripted vfio-user server "
+                                "for fault injection.")
     p.add_argument("--socket", required=True)
     p.add_argument("--mode", default="device",
                    choices=["close", "garbage", "device", "die-on-read"])
