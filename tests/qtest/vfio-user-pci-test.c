@@ -33,6 +33,7 @@ typedef struct Server {
     char *dir;
     char *sock;
     char *log;
+    GSList *extra;      /* more files in @dir */
 } Server;
 
 static const char *qemu_bin(void)
@@ -171,6 +172,10 @@ static void server_free(Server *s)
     server_kill(s);
     unlink(s->sock);
     unlink(s->log);
+    for (GSList *l = s->extra; l; l = l->next) {
+        unlink(l->data);
+    }
+    g_slist_free_full(s->extra, g_free);
     rmdir(s->dir);
     g_free(s->sock);
     g_free(s->log);
@@ -533,6 +538,319 @@ static void test_disconnect(void)
     qtest_quit(qts);
 }
 
+/* -- DMA and interrupts ---------------------------------------------------- */
+
+/* Guest RAM in a shareable memfd: x-vfio-user-server maps only that. */
+#define MEMFD_RAM \
+    "-m 256M -object memory-backend-memfd,id=mem,size=256M,share=on " \
+    "-machine memory-backend=mem"
+
+#define WAIT_US             (10 * G_USEC_PER_SEC)
+
+#define EDU_IRQ_STATUS      0x24
+#define EDU_IRQ_RAISE       0x60
+#define EDU_IRQ_ACK         0x64
+#define EDU_DMA_SRC         0x80
+#define EDU_DMA_DST         0x88
+#define EDU_DMA_COUNT       0x90
+#define EDU_DMA_CMD         0x98
+#define EDU_DMA_RUN         0x1
+#define EDU_DMA_TO_RAM      0x2
+#define EDU_DMA_IRQ         0x4
+#define EDU_DMA_BUF         0x40000
+
+/* The PIIX3 routes slot 4's INTA to PIRQD; send that to ISA IRQ 11. */
+#define PIIX3_DEVFN         QPCI_DEVFN(1, 0)
+#define PIIX3_PIRQD         0x63
+#define INTX_GSI            11
+
+/* Wait until @cond holds, or fail after WAIT_US. */
+#define WAIT_FOR(cond, what) do {                                         \
+        gint64 deadline_ = g_get_monotonic_time() + WAIT_US;              \
+        while (!(cond)) {                                                 \
+            if (g_get_monotonic_time() > deadline_) {                     \
+                g_error("timed out waiting for %s", what);                \
+            }                                                             \
+            g_usleep(2 * 1000);                                           \
+        }                                                                 \
+    } while (0)
+
+static void fill_pattern(uint8_t *buf, size_t len, uint8_t seed)
+{
+    for (size_t i = 0; i < len; i++) {
+        buf[i] = seed + i * 7 + (i >> 8);
+    }
+}
+
+/* Run one transfer of edu's DMA engine and wait for its end. */
+static void edu_dma(QPCIDevice *dev, QPCIBar bar0, uint64_t src,
+                    uint64_t dst, uint64_t len, uint64_t cmd)
+{
+    qpci_io_writeq(dev, bar0, EDU_DMA_SRC, src);
+    qpci_io_writeq(dev, bar0, EDU_DMA_DST, dst);
+    qpci_io_writeq(dev, bar0, EDU_DMA_COUNT, len);
+    qpci_io_writeq(dev, bar0, EDU_DMA_CMD, EDU_DMA_RUN | cmd);
+    WAIT_FOR(!(qpci_io_readq(dev, bar0, EDU_DMA_CMD) & EDU_DMA_RUN),
+             "edu's DMA to complete");
+}
+
+/*
+ * edu's DMA engine over x-vfio-user-server reaches guest RAM through the
+ * memfd the client passed with DMA_MAP: a buffer goes from guest RAM into
+ * edu and back out to another address.
+ */
+static void test_edu_dma(void)
+{
+    g_autoptr(Server) s = remote_start("edu");
+    QTestState *qts = client_start(s, MEMFD_RAM);
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+    g_autofree uint8_t *in = g_malloc(4096);
+    g_autofree uint8_t *out = g_malloc(4096);
+    g_autofree uint8_t *zero = g_malloc0(4096);
+    static const struct {
+        uint64_t src, dst, len, bufoff;
+    } xfers[] = {
+        { 0x100000, 0x180000, 4096, 0 },
+        /* unaligned, partial, into the middle of edu's buffer */
+        { 0x234567, 0x3456789, 1000, 0x123 },
+        /* the end of guest RAM, both ways */
+        { 0x10000000 - 4096, 0x10000000 - 8192, 4096, 0 },
+        { 0x8, 0x9000000, 1, 0xfff },
+    };
+    int fds0 = 0;
+
+    for (int round = 0; round < 3; round++) {
+        for (size_t i = 0; i < ARRAY_SIZE(xfers); i++) {
+            uint64_t len = xfers[i].len;
+
+            fill_pattern(in, len, round * 16 + i);
+            qtest_memwrite(qts, xfers[i].src, in, len);
+            qtest_memwrite(qts, xfers[i].dst, zero, len);
+            /* RAM to edu, then edu to RAM */
+            edu_dma(dev, bar0, xfers[i].src, EDU_DMA_BUF + xfers[i].bufoff,
+                    len, 0);
+            edu_dma(dev, bar0, EDU_DMA_BUF + xfers[i].bufoff, xfers[i].dst,
+                    len, EDU_DMA_TO_RAM);
+            qtest_memread(qts, xfers[i].dst, out, len);
+            g_assert(memcmp(in, out, len) == 0);
+        }
+        if (round == 0) {
+            fds0 = count_fds(qtest_pid(qts));
+        }
+    }
+    /* Many transfers leave no descriptor behind. */
+    g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
+
+    qpci_iounmap(dev, bar0);
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+}
+
+/*
+ * MSI: the guest points edu's MSI at a RAM address.  edu raises its
+ * interrupt in the server; the client's eventfd fires and the vfio-pci
+ * base writes the MSI message, which lands in guest RAM.
+ */
+static void test_edu_msi(void)
+{
+    g_autoptr(Server) s = remote_start("edu");
+    QTestState *qts = client_start(s, MEMFD_RAM);
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+    const uint64_t msi_addr = 0x1f0000;
+    uint8_t msi = qpci_find_capability(dev, PCI_CAP_ID_MSI, 0);
+    uint16_t ctrl;
+    uint8_t buf[64], out[64];
+
+    g_assert(msi);
+    ctrl = qpci_config_readw(dev, msi + PCI_MSI_FLAGS);
+    g_assert(ctrl & PCI_MSI_FLAGS_64BIT);
+    qpci_config_writel(dev, msi + PCI_MSI_ADDRESS_LO, msi_addr);
+    qpci_config_writel(dev, msi + PCI_MSI_ADDRESS_HI, 0);
+    qpci_config_writew(dev, msi + PCI_MSI_DATA_64, 0x4321);
+    qpci_config_writew(dev, msi + PCI_MSI_FLAGS, ctrl | PCI_MSI_FLAGS_ENABLE);
+    g_assert(qpci_config_readw(dev, msi + PCI_MSI_FLAGS) &
+             PCI_MSI_FLAGS_ENABLE);
+
+    for (int i = 0; i < 4; i++) {
+        qtest_writel(qts, msi_addr, 0);
+        /* edu's interrupt raise register */
+        qpci_io_writel(dev, bar0, EDU_IRQ_RAISE, 1u << i);
+        WAIT_FOR(qtest_readl(qts, msi_addr) == 0x4321, "the MSI write");
+        g_assert_cmphex(qpci_io_readl(dev, bar0, EDU_IRQ_STATUS), ==,
+                        1u << i);
+        qpci_io_writel(dev, bar0, EDU_IRQ_ACK, 1u << i);
+    }
+
+    /* The end of a DMA transfer raises it too, when asked. */
+    qtest_writel(qts, msi_addr, 0);
+    fill_pattern(buf, sizeof(buf), 0x42);
+    qtest_memwrite(qts, 0x120000, buf, sizeof(buf));
+    edu_dma(dev, bar0, 0x120000, EDU_DMA_BUF, sizeof(buf), EDU_DMA_IRQ);
+    WAIT_FOR(qtest_readl(qts, msi_addr) == 0x4321, "the DMA's MSI write");
+    g_assert_cmphex(qpci_io_readl(dev, bar0, EDU_IRQ_STATUS), ==, 0x100);
+    qpci_io_writel(dev, bar0, EDU_IRQ_ACK, 0x100);
+    edu_dma(dev, bar0, EDU_DMA_BUF, 0x130000, sizeof(buf), EDU_DMA_TO_RAM);
+    qtest_memread(qts, 0x130000, out, sizeof(out));
+    g_assert(memcmp(buf, out, sizeof(buf)) == 0);
+
+    qpci_iounmap(dev, bar0);
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+}
+
+/* Route slot 4's INTA to INTX_GSI and watch that IOAPIC input. */
+static void intx_setup(QTestState *qts, QPCIBus *bus)
+{
+    QPCIDevice *piix3 = qpci_device_find(bus, PIIX3_DEVFN);
+
+    g_assert(piix3);
+    qpci_config_writeb(piix3, PIIX3_PIRQD, INTX_GSI);
+    g_free(piix3);
+    qtest_irq_intercept_in(qts, "ioapic");
+}
+
+/*
+ * INTx: edu raises its interrupt line in the server; the client's eventfd
+ * asserts INTA, which reaches the IOAPIC; the guest's next access to the
+ * device (the acknowledgement) is the end of interrupt that lowers it.
+ */
+static void test_edu_intx(void)
+{
+    g_autoptr(Server) s = remote_start("edu");
+    QTestState *qts = client_start(s, MEMFD_RAM);
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+
+    g_assert_cmpint(qpci_config_readb(dev, PCI_INTERRUPT_PIN), ==, 1);
+    intx_setup(qts, bus);
+    g_assert_false(qtest_get_irq(qts, INTX_GSI));
+
+    for (int i = 0; i < 4; i++) {
+        qpci_io_writel(dev, bar0, EDU_IRQ_RAISE, 1u << i);
+        WAIT_FOR(qtest_get_irq(qts, INTX_GSI), "INTx");
+        g_assert_cmphex(qpci_io_readl(dev, bar0, EDU_IRQ_STATUS), ==,
+                        1u << i);
+        g_assert_false(qtest_get_irq(qts, INTX_GSI));
+        qpci_io_writel(dev, bar0, EDU_IRQ_ACK, 1u << i);
+        g_assert_cmphex(qpci_io_readl(dev, bar0, EDU_IRQ_STATUS), ==, 0);
+    }
+    g_assert_false(qtest_get_irq(qts, INTX_GSI));
+
+    qpci_iounmap(dev, bar0);
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+}
+
+/* The file of @s's directory named @name (removed with the server). */
+static char *server_file(Server *s, const char *name)
+{
+    s->extra = g_slist_prepend(s->extra, g_build_filename(s->dir, name,
+                                                         NULL));
+    return g_strdup(s->extra->data);
+}
+
+/* Wait for the server to exit by itself; its exit status. */
+static int server_wait_exit(Server *s)
+{
+    gint64 deadline = g_get_monotonic_time() + WAIT_US;
+    int status;
+    pid_t ret;
+
+    while ((ret = waitpid(s->pid, &status, WNOHANG)) == 0) {
+        if (g_get_monotonic_time() > deadline) {
+            g_error("server %d did not exit", s->pid);
+        }
+        g_usleep(5 * 1000);
+    }
+    g_assert_cmpint(ret, ==, s->pid);
+    g_spawn_close_pid(s->pid);
+    s->pid = 0;
+    return status;
+}
+
+/* Does the text file @path contain @what? */
+static bool file_contains(const char *path, const char *what)
+{
+    g_autofree char *text = NULL;
+
+    return g_file_get_contents(path, &text, NULL, NULL) &&
+           strstr(text, what);
+}
+
+/*
+ * libvfio-user's "server" sample with guest RAM that has no fd: the
+ * server gets DMA maps without fds.  Its BAR0 timer, once it fires, raises
+ * INTx and then does a DMA_WRITE of 4 KiB of 'A' at the start of its
+ * first map, and a DMA_READ of them back; it exits with failure if that
+ * fails or the CRCs differ, and with success when the client hangs up.
+ */
+static void test_server_dma_messages(void)
+{
+    g_autoptr(Server) s = sample_start("server", "-v");
+    g_autofree char *trace = server_file(s, "trace.log");
+    g_autofree char *extra = g_strdup_printf(
+        "-m 128M -trace vfio_user_request -trace vfio_user_dma -D %s",
+        trace);
+    QTestState *qts = client_start(s, extra);
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    g_autofree uint8_t *buf = g_malloc(4096);
+    g_autofree uint8_t *want = g_malloc(4096);
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+    int status;
+
+    /* The maps went out without fds; the first one is at 0 */
+    g_assert(file_contains(trace, "map iova 0x0 size 0xa0000 fd -1: 0"));
+    g_assert(!file_contains(trace, "fd -1: -"));
+
+    intx_setup(qts, bus);
+    memset(want, 'A', 4096);
+    memset(buf, 0x5a, 4096);
+    qtest_memwrite(qts, 0, buf, 4096);
+
+    /*
+     * Arm the timer, for a time at least one second ahead (setitimer()
+     * of 0 seconds would disarm it).  Then leave the device alone: the
+     * sample expects the replies to its DMA requests as the very next
+     * messages it reads.
+     */
+    qpci_io_writeq(dev, bar0, 0, time(NULL) + 2);
+    WAIT_FOR(qtest_get_irq(qts, INTX_GSI), "the sample's INTx");
+    WAIT_FOR((qtest_memread(qts, 0, buf, 4096), !memcmp(buf, want, 4096)),
+             "the sample's DMA_WRITE");
+    /*
+     * Once the client has received the DMA_READ, its own messages wait
+     * for the reply to go first.
+     */
+    WAIT_FOR(file_contains(trace, "DMA_READ error 0"), "the DMA_READ");
+    g_assert(file_contains(trace, "DMA_WRITE error 0"));
+
+    /* A BAR access: end of interrupt, and the sample still answers. */
+    g_assert_cmpint((int64_t)qpci_io_readq(dev, bar0, 0), >=, 0);
+    g_assert_false(qtest_get_irq(qts, INTX_GSI));
+
+    qpci_iounmap(dev, bar0);
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+
+    status = server_wait_exit(s);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        g_autofree char *log = NULL;
+
+        g_file_get_contents(s->log, &log, NULL, NULL);
+        g_error("the sample failed (status 0x%x):\n%s", status, log);
+    }
+}
+
 /* -- hot-plug ------------------------------------------------------------ */
 
 static void test_hotplug(void)
@@ -570,9 +888,14 @@ int main(int argc, char **argv)
 
     qtest_add_func("/vfio-user-pci/edu/registers", test_edu_registers);
     qtest_add_func("/vfio-user-pci/edu/reset", test_edu_reset);
+    qtest_add_func("/vfio-user-pci/edu/dma", test_edu_dma);
+    qtest_add_func("/vfio-user-pci/edu/msi", test_edu_msi);
+    qtest_add_func("/vfio-user-pci/edu/intx", test_edu_intx);
     qtest_add_func("/vfio-user-pci/socket-forms", test_socket_forms);
     qtest_add_func("/vfio-user-pci/gpio", test_gpio);
     qtest_add_func("/vfio-user-pci/server-sparse-bar", test_server_sparse_bar);
+    qtest_add_func("/vfio-user-pci/server-dma-messages",
+                   test_server_dma_messages);
     qtest_add_func("/vfio-user-pci/bad-input", test_bad_input);
     qtest_add_func("/vfio-user-pci/disconnect", test_disconnect);
     qtest_add_func("/vfio-user-pci/hotplug", test_hotplug);

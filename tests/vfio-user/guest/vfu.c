@@ -10,6 +10,16 @@
  *                                           MiB/s
  *   vfu dio-rand DEVICE MIB SECONDS         4 KiB random O_DIRECT reads;
  *                                           prints IOPS
+ *   vfu dio-write DEVICE MIB                O_DIRECT sequential write of
+ *                                           MIB MiB; prints MiB/s
+ *   vfu mmio-bench RESOURCE OFFSET COUNT r|w
+ *                                           time COUNT 32-bit accesses to
+ *                                           a BAR register; prints
+ *                                           ns/access (writes end with one
+ *                                           read, which waits for posted
+ *                                           writes to be done)
+ *   vfu lspci SYSFS-DIR...                  describe PCI functions,
+ *                                           lspci -v style, from sysfs
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -203,6 +213,251 @@ static int dio_rand(int argc, char **argv)
     return 0;
 }
 
+static int dio_write(int argc, char **argv)
+{
+    int fd, mib, i;
+    uint8_t *buf;
+    double t0, t;
+
+    if (argc < 4) {
+        return 2;
+    }
+    mib = atoi(argv[3]);
+    fd = open(argv[2], O_WRONLY | O_DIRECT);
+    if (fd < 0 || posix_memalign((void **)&buf, 4096, CHUNK)) {
+        perror(argv[2]);
+        return 1;
+    }
+    for (i = 0; i < CHUNK; i++) {
+        buf[i] = i * 7 + 1;
+    }
+    t0 = now();
+    for (i = 0; i < mib; i++) {
+        if (pwrite(fd, buf, CHUNK, (off_t)i * CHUNK) != CHUNK) {
+            perror("pwrite");
+            return 1;
+        }
+    }
+    fdatasync(fd);
+    t = now() - t0;
+    printf("seq-write: %d MiB in %.2f s: %.1f MiB/s\n", mib, t, mib / t);
+    return 0;
+}
+
+/*
+ * Time COUNT 32-bit reads or writes of one register, after COUNT / 10
+ * untimed ones.  The write loop ends with a read of the same register:
+ * a read is ordered after the writes before it, so posted writes are
+ * counted until the device has executed them.
+ */
+static int mmio_bench(int argc, char **argv)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    unsigned long off;
+    volatile uint32_t *reg;
+    uint8_t *p;
+    long count, i, warm;
+    uint32_t sink = 0;
+    int fd, wr;
+    double t0, t;
+
+    if (argc < 6) {
+        return 2;
+    }
+    off = strtoul(argv[3], NULL, 0);
+    count = atol(argv[4]);
+    wr = argv[5][0] == 'w';
+    if (count < 1 || (off & 3)) {
+        return 2;
+    }
+    fd = open(argv[2], O_RDWR | O_SYNC);
+    if (fd < 0) {
+        perror(argv[2]);
+        return 1;
+    }
+    p = mmap(NULL, (off & ~(pg - 1)) + pg, PROT_READ | PROT_WRITE,
+             MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        perror("mmap");
+        return 1;
+    }
+    reg = (volatile uint32_t *)(p + off);
+    warm = count / 10 + 1;
+    for (i = 0; i < warm; i++) {
+        if (wr) {
+            *reg = i;
+        } else {
+            sink += *reg;
+        }
+    }
+    sink += *reg;
+    t0 = now();
+    if (wr) {
+        for (i = 0; i < count; i++) {
+            *reg = i;
+        }
+        sink += *reg;
+    } else {
+        for (i = 0; i < count; i++) {
+            sink += *reg;
+        }
+    }
+    t = now() - t0;
+    printf("mmio-bench: %s %ld x 4 bytes at 0x%lx: %.3f s, %.0f ns/access, "
+           "%.0f accesses/s (sink %x)\n", wr ? "write" : "read", count, off,
+           t, t * 1e9 / count, count / t, sink);
+    return 0;
+}
+
+/* Read a sysfs attribute into @buf; "" if it cannot be read. */
+static const char *sysfs_str(const char *dir, const char *name, char *buf,
+                             size_t len)
+{
+    char path[512];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    buf[0] = 0;
+    f = fopen(path, "r");
+    if (f) {
+        if (!fgets(buf, len, f)) {
+            buf[0] = 0;
+        }
+        fclose(f);
+    }
+    buf[strcspn(buf, "\n")] = 0;
+    return buf;
+}
+
+static const char *cap_name(int id)
+{
+    switch (id) {
+    case 0x01: return "Power Management";
+    case 0x05: return "MSI";
+    case 0x09: return "Vendor Specific";
+    case 0x10: return "Express";
+    case 0x11: return "MSI-X";
+    case 0x12: return "SATA";
+    case 0x13: return "PCI Advanced Features";
+    default: return "?";
+    }
+}
+
+static const char *class_name(unsigned cls)
+{
+    switch (cls >> 8) {
+    case 0x0108: return "Non-Volatile memory controller";
+    case 0x0106: return "SATA controller";
+    case 0x0200: return "Ethernet controller";
+    case 0x0600: return "Host bridge";
+    case 0x0601: return "ISA bridge";
+    case 0x0c05: return "SMBus";
+    case 0x00ff: return "Unclassified device";
+    default: break;
+    }
+    switch (cls >> 16) {
+    case 0x01: return "Mass storage controller";
+    case 0x02: return "Network controller";
+    case 0x03: return "Display controller";
+    case 0x06: return "Bridge";
+    case 0x08: return "System peripheral";
+    case 0x0c: return "Serial bus controller";
+    default: return "Device";
+    }
+}
+
+static int lspci_one(const char *dir)
+{
+    char path[512], drv[512], b1[64], b2[64], b3[64], b4[64], b5[64];
+    uint8_t cfg[256] = { 0 };
+    unsigned long long start, end, flags;
+    unsigned cls;
+    const char *name = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
+    FILE *f;
+    int fd, n, i, pos, guard;
+    ssize_t len;
+
+    cls = strtoul(sysfs_str(dir, "class", b1, sizeof(b1)), NULL, 0);
+    printf("%s %s [%04x]: %s:%s (rev %s)\n", name, class_name(cls),
+           cls >> 8, sysfs_str(dir, "vendor", b2, sizeof(b2)) + 2,
+           sysfs_str(dir, "device", b3, sizeof(b3)) + 2,
+           sysfs_str(dir, "revision", b4, sizeof(b4)) + 2);
+    printf("\tSubsystem: %s:%s\n",
+           sysfs_str(dir, "subsystem_vendor", b1, sizeof(b1)) + 2,
+           sysfs_str(dir, "subsystem_device", b2, sizeof(b2)) + 2);
+    snprintf(path, sizeof(path), "%s/config", dir);
+    fd = open(path, O_RDONLY);
+    len = fd < 0 ? -1 : pread(fd, cfg, sizeof(cfg), 0);
+    if (fd >= 0) {
+        close(fd);
+    }
+    printf("\tControl: I/O%c Mem%c BusMaster%c, IRQ %s, interrupt pin %c\n",
+           cfg[4] & 1 ? '+' : '-', cfg[4] & 2 ? '+' : '-',
+           cfg[4] & 4 ? '+' : '-', sysfs_str(dir, "irq", b5, sizeof(b5)),
+           cfg[0x3d] ? 'A' + cfg[0x3d] - 1 : '-');
+    snprintf(path, sizeof(path), "%s/resource", dir);
+    f = fopen(path, "r");
+    for (i = 0; f && i < 7 &&
+         fscanf(f, "%llx %llx %llx", &start, &end, &flags) == 3; i++) {
+        if (!end) {
+            continue;
+        }
+        if (i == 6) {
+            printf("\tExpansion ROM at %llx [size=%lluK]\n", start,
+                   (end - start + 1) >> 10);
+        } else if (flags & 0x100) {
+            printf("\tRegion %d: I/O ports at %llx [size=%llu]\n", i, start,
+                   end - start + 1);
+        } else {
+            printf("\tRegion %d: Memory at %llx (%s, %sprefetchable) "
+                   "[size=%lluK]\n", i, start,
+                   flags & 0x100000 ? "64-bit" : "32-bit",
+                   flags & 0x2000 ? "" : "non-", (end - start + 1) >> 10);
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    if (len >= 64 && (cfg[6] & 0x10)) {
+        pos = cfg[0x34] & ~3;
+        for (guard = 0; pos >= 0x40 && pos < len - 1 && guard < 48; guard++) {
+            printf("\tCapabilities: [%02x] %s", pos, cap_name(cfg[pos]));
+            if (cfg[pos] == 0x05) {
+                uint16_t ctl = cfg[pos + 2] | cfg[pos + 3] << 8;
+                printf(": Enable%c Count=%d/%d 64bit%c", ctl & 1 ? '+' : '-',
+                       1 << ((ctl >> 4) & 7), 1 << ((ctl >> 1) & 7),
+                       ctl & 0x80 ? '+' : '-');
+            } else if (cfg[pos] == 0x11) {
+                uint16_t ctl = cfg[pos + 2] | cfg[pos + 3] << 8;
+                uint32_t tbl = cfg[pos + 4] | cfg[pos + 5] << 8 |
+                               cfg[pos + 6] << 16 | (uint32_t)cfg[pos + 7] << 24;
+                printf(": Enable%c Count=%d Masked%c, table in BAR%u at "
+                       "0x%x", ctl & 0x8000 ? '+' : '-', (ctl & 0x7ff) + 1,
+                       ctl & 0x4000 ? '+' : '-', tbl & 7, tbl & ~7u);
+            }
+            printf("\n");
+            pos = cfg[pos + 1] & ~3;
+        }
+    }
+    snprintf(path, sizeof(path), "%s/driver", dir);
+    n = readlink(path, drv, sizeof(drv) - 1);
+    if (n > 0) {
+        drv[n] = 0;
+        printf("\tKernel driver in use: %s\n", strrchr(drv, '/') + 1);
+    }
+    return 0;
+}
+
+static int lspci(int argc, char **argv)
+{
+    int i;
+
+    for (i = 2; i < argc; i++) {
+        lspci_one(argv[i]);
+    }
+    return argc > 2 ? 0 : 2;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "mmio")) {
@@ -213,7 +468,14 @@ int main(int argc, char **argv)
         return dio_read(argc, argv);
     } else if (argc > 1 && !strcmp(argv[1], "dio-rand")) {
         return dio_rand(argc, argv);
+    } else if (argc > 1 && !strcmp(argv[1], "dio-write")) {
+        return dio_write(argc, argv);
+    } else if (argc > 1 && !strcmp(argv[1], "mmio-bench")) {
+        return mmio_bench(argc, argv);
+    } else if (argc > 1 && !strcmp(argv[1], "lspci")) {
+        return lspci(argc, argv);
     }
-    fprintf(stderr, "usage: vfu mmio|dio|dio-read|dio-rand ...\n");
+    fprintf(stderr, "usage: vfu mmio|mmio-bench|dio|dio-read|dio-write|"
+            "dio-rand|lspci ...\n");
     return 2;
 }
