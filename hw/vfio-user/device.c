@@ -48,7 +48,18 @@ static int vfio_user_call(VFIODevice *vbasedev, VFIOUserHdr *msg,
     return ret;
 }
 
-static bool vfio_user_server_lost(VFIODevice *vbasedev);
+/*
+ * When the server is gone, reads return all ones and writes are
+ * dropped, like a PCI device that fell off the bus; the proxy reported
+ * the loss once.
+ */
+static bool vfio_user_server_lost(VFIODevice *vbasedev)
+{
+    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
+
+    return udev->server_lost ||
+           vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED;
+}
 
 /* The payload of a reply, after the header. */
 static uint32_t reply_len(VFIOUserHdr *msg)
@@ -377,19 +388,6 @@ static int vfio_user_set_irqs(VFIODevice *vbasedev, struct vfio_irq_set *set)
     return 0;
 }
 
-/*
- * When the server is gone, reads return all ones and writes are
- * dropped, like a PCI device that fell off the bus; the proxy reported
- * the loss once.
- */
-static bool vfio_user_server_lost(VFIODevice *vbasedev)
-{
-    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
-
-    return udev->server_lost ||
-           vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED;
-}
-
 /* Transfers are split at the server's max_data_xfer_size. */
 static uint32_t vfio_user_xfer_max(VFIODevice *vbasedev)
 {
@@ -413,7 +411,12 @@ static int vfio_user_region_read(VFIODevice *vbasedev, unsigned int index,
         return size;
     }
     msize = sizeof(*msg) + MIN(size, max);
-    msg = msize <= sizeof(small) ? (void *)small : (void *)(big = g_malloc(msize));
+    if (msize <= sizeof(small)) {
+        msg = (VFIOUserRegionRW *)small;
+    } else {
+        big = g_malloc(msize);
+        msg = (VFIOUserRegionRW *)big;
+    }
     for (done = 0; done < size; done += count) {
         count = MIN(size - done, max);
         vfio_user_msg_init(&msg->hdr, VFIO_USER_REGION_READ, sizeof(*msg));
@@ -461,7 +464,12 @@ static int vfio_user_region_write(VFIODevice *vbasedev, unsigned int index,
         flags |= VFIO_USER_SEND_NO_REPLY;
     }
     msize = sizeof(*msg) + MIN(size, max);
-    msg = msize <= sizeof(small) ? (void *)small : (void *)(big = g_malloc(msize));
+    if (msize <= sizeof(small)) {
+        msg = (VFIOUserRegionRW *)small;
+    } else {
+        big = g_malloc(msize);
+        msg = (VFIOUserRegionRW *)big;
+    }
     for (done = 0; done < size; done += count) {
         count = MIN(size - done, max);
         vfio_user_msg_init(&msg->hdr, VFIO_USER_REGION_WRITE,
