@@ -13,6 +13,11 @@
  *   vcpu-sem   vfio_user_send_recv_unlocked() from that thread (drops the
  *              BQL and sleeps on a semaphore; the main loop thread runs
  *              the reply in)
+ *   vcpu-bql   vfio_user_send_recv() from a thread that takes the BQL for
+ *              each access and drops it after, as a TCG or KVM vCPU does
+ *              around an MMIO access: the main loop thread, which polls
+ *              the same socket, wakes up for each reply and competes for
+ *              the BQL
  * The BQL is a real mutex here, so the main loop thread contends for it
  * as it does in QEMU.
  *
@@ -106,7 +111,7 @@ static void run_server(int raw_fd, int proxy_fd)
 }
 
 #define ROUNDS 10
-#define NMODES 4
+#define NMODES 5
 
 static int iterations = 20000;
 static int warmup = 200;
@@ -192,15 +197,29 @@ static void proxy_rtt(void *opaque)
 
 typedef struct VCPU {
     bool unlocked;
+    bool bql_per_access;
     double *us;
     int n;
     bool done;
 } VCPU;
 
+static void proxy_rtt_bql(void *opaque)
+{
+    bql_lock();
+    proxy_rtt(NULL);
+    bql_unlock();
+}
+
 static void *vcpu_thread(void *opaque)
 {
     VCPU *v = opaque;
 
+    if (v->bql_per_access) {
+        measure(proxy_rtt_bql, NULL, v->us, v->n);
+        qatomic_set(&v->done, true);
+        qemu_notify_event();
+        return NULL;
+    }
     bql_lock();
     measure(proxy_rtt, v->unlocked ? (void *)1 : NULL, v->us, v->n);
     bql_unlock();
@@ -209,9 +228,12 @@ static void *vcpu_thread(void *opaque)
     return NULL;
 }
 
-static void run_vcpu(bool unlocked, double *us, int n)
+static void run_vcpu(bool unlocked, bool bql_per_access, double *us, int n)
 {
-    VCPU v = { .unlocked = unlocked, .us = us, .n = n };
+    VCPU v = {
+        .unlocked = unlocked, .bql_per_access = bql_per_access,
+        .us = us, .n = n,
+    };
     QemuThread t;
 
     qemu_thread_create(&t, "vcpu", vcpu_thread, &v, QEMU_THREAD_JOINABLE);
@@ -226,7 +248,7 @@ int main(int argc, char **argv)
     int raw[2], px[2];
     SocketAddress addr = { .type = SOCKET_ADDRESS_TYPE_FD };
     static const char *const modes[NMODES] = {
-        "raw", "main", "vcpu-poll", "vcpu-sem",
+        "raw", "main", "vcpu-poll", "vcpu-sem", "vcpu-bql",
     };
     double *us[NMODES];
     bool run[NMODES];
@@ -276,10 +298,13 @@ int main(int argc, char **argv)
             measure(proxy_rtt, NULL, us[1] + r * n, n);
         }
         if (run[2]) {
-            run_vcpu(false, us[2] + r * n, n);
+            run_vcpu(false, false, us[2] + r * n, n);
         }
         if (run[3]) {
-            run_vcpu(true, us[3] + r * n, n);
+            run_vcpu(true, false, us[3] + r * n, n);
+        }
+        if (run[4]) {
+            run_vcpu(false, true, us[4] + r * n, n);
         }
     }
     for (i = 0; i < NMODES; i++) {

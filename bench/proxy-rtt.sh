@@ -53,13 +53,13 @@ unpinned=$(run)
 printf '%-10s | %-28s | %-28s\n' "" "same CPU (taskset -c 0)" "unpinned"
 printf '%-10s | %8s %8s %8s  | %8s %8s %8s\n' mode median mean p99 \
     median mean p99
-for mode in raw main vcpu-poll vcpu-sem; do
+for mode in raw main vcpu-poll vcpu-sem vcpu-bql; do
     p=$(echo "$pinned" | awk -v m=$mode '$1 == m { print $2, $3, $4 }')
     u=$(echo "$unpinned" | awk -v m=$mode '$1 == m { print $2, $3, $4 }')
     printf '%-10s | %8s %8s %8s  | %8s %8s %8s\n' $mode $p $u
 done
 echo "(microseconds per round trip, $iterations round trips each)"
-for mode in main vcpu-poll vcpu-sem; do
+for mode in main vcpu-poll vcpu-sem vcpu-bql; do
     awk -v m=$mode -v p="$pinned" -v u="$unpinned" 'BEGIN {
         split(p, pl, "\n"); split(u, ul, "\n");
         for (i in pl) { split(pl[i], f, " "); pm[f[1]] = f[2] }
