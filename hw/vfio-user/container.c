@@ -104,11 +104,19 @@ static void coroutine_fn vfio_user_dma_co(void *opaque)
                       is_map ? "MAP" : "UNMAP", iova, size);
         vfio_user_dma_failed(c, err);
         if (is_map) {
-            /* The server did not take it: it must not be used. */
+            /*
+             * The server did not take it: it must not be used.  Unless it
+             * is already gone (unmapped while this message was in flight,
+             * by a memory transaction nested in our wait): then there is
+             * nothing to remove, and nothing of another map's to remove.
+             */
             DMAMap window = { .iova = iova, .size = size - 1 };
+            const DMAMap *m = iova_tree_find(c->maps, &window);
 
-            iova_tree_remove(c->maps, window);
-            c->nr_maps--;
+            if (m && m->iova == iova && m->size == size - 1) {
+                iova_tree_remove(c->maps, window);
+                c->nr_maps--;
+            }
         }
     }
     c->inflight--;
@@ -233,6 +241,7 @@ static int vfio_user_dma_unmap(const VFIOContainerBase *bcontainer,
     DMAMap window = { .iova = iova, .size = size - 1 };
     VFIOUserDMAOp *op;
     const DMAMap *m;
+    bool mapped = false;
 
     /* From now on the server's requests for the range are refused. */
     while ((m = iova_tree_find(c->maps, &window))) {
@@ -240,6 +249,15 @@ static int vfio_user_dma_unmap(const VFIOContainerBase *bcontainer,
 
         iova_tree_remove(c->maps, old);
         c->nr_maps--;
+        mapped = true;
+    }
+    if (!mapped) {
+        /*
+         * Nothing of it is mapped: we refused the map, or the server did
+         * (its failed DMA_MAP took the range out of the tree).  An unmap
+         * would only earn an error reply.
+         */
+        return 0;
     }
 
     op = g_new0(VFIOUserDMAOp, 1);
@@ -268,40 +286,52 @@ static void vfio_user_listener_commit(VFIOContainerBase *bcontainer)
 
 /*
  * A server's DMA_READ (@is_write false) or DMA_WRITE: allowed only inside
- * the maps sent, with their permission; each piece is then plain guest
- * RAM of the device's address space.
+ * the maps sent, with their permission.  The whole range is checked before
+ * any of it is accessed, so a refused request has no effect (a write that
+ * runs off the end of its map must not write its first part); the maps
+ * it spans are then plain guest RAM of the device's address space.
  */
 int vfio_user_container_dma_rw(VFIOUserContainer *c, uint64_t addr,
                                void *buf, uint64_t len, bool is_write)
 {
-    uint64_t done = 0;
+    uint64_t last = addr + len - 1;
+    uint64_t pos = addr;
+    const char *why = NULL;
+    int ret = 0;
 
-    if (!len || addr + len < addr) {
+    if (!len || last < addr) {
         return -EINVAL;
     }
-    while (done < len) {
-        DMAMap want = { .iova = addr + done, .size = 0 };
+    for (;;) {
+        DMAMap want = { .iova = pos, .size = 0 };
         const DMAMap *m = iova_tree_find(c->maps, &want);
-        uint64_t n;
 
         if (!m) {
-            trace_vfio_user_dma_refused(container_name(c), addr, len,
-                                        "outside every map");
-            return -EFAULT;
+            why = "outside every map";
+            ret = -EFAULT;
+            break;
         }
-        if (is_write && !(m->perm & IOMMU_WO)) {
-            trace_vfio_user_dma_refused(container_name(c), addr, len,
-                                        "write to a read-only map");
-            return -EPERM;
+        if (!(m->perm & (is_write ? IOMMU_WO : IOMMU_RO))) {
+            why = is_write ? "write to a read-only map" :
+                             "read of a write-only map";
+            ret = -EPERM;
+            break;
         }
-        n = MIN(len - done, m->iova + m->size - (addr + done) + 1);
-        if (address_space_rw(c->as, addr + done, MEMTXATTRS_UNSPECIFIED,
-                             buf + done, n, is_write) != MEMTX_OK) {
-            return -EFAULT;
+        /* m->iova + m->size is the map's last byte: no overflow here */
+        if (m->iova + m->size >= last) {
+            break;
         }
-        done += n;
+        pos = m->iova + m->size + 1;
     }
-    return 0;
+    if (!ret && address_space_rw(c->as, addr, MEMTXATTRS_UNSPECIFIED, buf,
+                                 len, is_write) != MEMTX_OK) {
+        why = "guest memory access failed";
+        ret = -EFAULT;
+    }
+    if (ret) {
+        trace_vfio_user_dma_refused(container_name(c), addr, len, why);
+    }
+    return ret;
 }
 
 static bool vfio_user_attach_device(const char *name, VFIODevice *vbasedev,

@@ -774,6 +774,10 @@ static int coroutine_fn vfio_user_co_recv_request(VFIOProxy *proxy,
                                                   Error **errp)
 {
     VFIOUserRequest *req;
+    size_t len = hdr->size - sizeof(*hdr);
+    /* What a valid request can hold; the rest of a larger one is skipped */
+    size_t keep = MIN(len, VFIO_USER_MAX_XFER + VFIO_USER_XFER_OVERHEAD -
+                           sizeof(*hdr));
 
     vfio_user_close_fds(fds, nfds);
     if (proxy->state != VFIO_PROXY_CONNECTED) {
@@ -787,14 +791,17 @@ static int coroutine_fn vfio_user_co_recv_request(VFIOProxy *proxy,
         return -1;
     }
 
-    req = g_malloc(sizeof(*req) + hdr->size - sizeof(*hdr));
+    req = g_malloc(sizeof(*req) + keep);
     req->msg = *hdr;
-    if (vfio_user_co_read(proxy, ioc, &req->msg + 1,
-                          hdr->size - sizeof(*hdr), NULL, NULL, errp) < 0) {
+    /* A request too large is consumed whole and refused, like a bad reply */
+    if (vfio_user_co_read(proxy, ioc, &req->msg + 1, keep, NULL, NULL,
+                          errp) < 0 ||
+        vfio_user_co_skip(proxy, ioc, len - keep, errp) < 0) {
         g_free(req);
         return -1;
     }
-    req->error = vfio_user_check_request(proxy, &req->msg, nfds);
+    req->error = keep < len ? -EINVAL :
+                 vfio_user_check_request(proxy, &req->msg, nfds);
     trace_vfio_user_request(proxy->name, hdr->id,
                             vfio_user_command_name(hdr->command),
                             req->error);
@@ -864,7 +871,8 @@ static int coroutine_fn vfio_user_co_recv_one(VFIOProxy *proxy,
                              VFIO_USER_ERROR)) {
         vfio_user_error(proxy, errp, "message with unknown flags 0x%x",
                         hdr.flags);
-    } else if (hdr.size < sizeof(hdr) || hdr.size > max) {
+    } else if (hdr.size < sizeof(hdr) ||
+               (type == VFIO_USER_REPLY && hdr.size > max)) {
         vfio_user_error(proxy, errp, "%s message of invalid size %u",
                         vfio_user_command_name(hdr.command), hdr.size);
     } else if (nfds > VFIO_USER_MAX_FDS) {

@@ -17,10 +17,13 @@
 #include "libqos/pci.h"
 #include "libqos/pci-pc.h"
 #include "hw/pci/pci_regs.h"
+#include <linux/vfio.h>
+#include "qemu/bswap.h"
 #include "qemu/units.h"
 #include "qobject/qdict.h"
 #include "qobject/qjson.h"
 #include "qobject/qlist.h"
+#include "qapi/error.h"
 
 #define EDU_VENDOR          0x1234
 #define EDU_DEVICE          0x11e8
@@ -34,6 +37,7 @@ typedef struct Server {
     char *sock;
     char *log;
     GSList *extra;      /* more files in @dir */
+    int log_pos;        /* log lines consumed by fault_event() */
 } Server;
 
 static const char *qemu_bin(void)
@@ -144,17 +148,24 @@ static Server *sample_start(const char *name, const char *opt)
     return server_spawn(argv, s);
 }
 
-/* tests/vfio-user/fault-server.py in @mode. */
-static Server *fault_start(const char *mode)
+/* tests/vfio-user/fault-server.py in @mode, with option @opt @arg. */
+static Server *fault_start_opt(const char *mode, const char *opt,
+                               const char *arg)
 {
     Server *s = server_new("fault.sock");
     g_autofree char *script = build_path("../tests/vfio-user/fault-server.py");
     char *argv[] = {
         (char *)"/usr/bin/python3", script, (char *)"--socket", s->sock,
-        (char *)"--mode", (char *)mode, (char *)"--log", s->log, NULL
+        (char *)"--mode", (char *)mode, (char *)"--log", s->log,
+        (char *)opt, (char *)arg, NULL
     };
 
     return server_spawn(argv, s);
+}
+
+static Server *fault_start(const char *mode)
+{
+    return fault_start_opt(mode, NULL, NULL);
 }
 
 static void server_kill(Server *s)
@@ -409,10 +420,12 @@ static void test_server_sparse_bar(void)
         g_assert_cmphex(qpci_io_readl(dev, bar1, 0x2000 + i), ==,
                         0xbeef0000 + i);
     }
-    /* A write through messages lands in the same file: the sample
+    /*
+     * A write through messages lands in the same file: the sample
      * serves message reads from offset 0, so write there with a
      * message-sized access the mmap does not cover... page 1 then reads
-     * back what page 0's mmap shows. */
+     * back what page 0's mmap shows.
+     */
     qpci_io_writel(dev, bar1, 0x1000, 0x11112222);
     qpci_io_writel(dev, bar1, 0, 0x33334444);
     g_assert_cmphex(qpci_io_readl(dev, bar1, 0x1000), ==, 0x33334444);
@@ -804,7 +817,7 @@ static void test_server_dma_messages(void)
     QPCIDevice *dev = find_dev(bus);
     g_autofree uint8_t *buf = g_malloc(4096);
     g_autofree uint8_t *want = g_malloc(4096);
-    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+    QPCIBar bar1 = qpci_iomap(dev, 1, NULL);
     int status;
 
     /* The maps went out without fds; the first one is at 0 */
@@ -817,12 +830,17 @@ static void test_server_dma_messages(void)
     qtest_memwrite(qts, 0, buf, 4096);
 
     /*
-     * Arm the timer, for a time at least one second ahead (setitimer()
-     * of 0 seconds would disarm it).  Then leave the device alone: the
-     * sample expects the replies to its DMA requests as the very next
-     * messages it reads.
+     * Fire the timer.  The guest cannot arm it: BAR0 is an I/O BAR that
+     * takes only 8-byte accesses (a time_t), and x86 port I/O is at most
+     * 4 bytes wide (the client splits nothing: two outl reach the sample
+     * as two refused 4-byte REGION_WRITEs).  All the timer does is send
+     * SIGALRM to the sample, which interrupts its wait for a message; so
+     * send it ourselves, once the sample is idle in that wait.  From then
+     * on leave the device alone: the sample expects the replies to its
+     * DMA requests as the very next messages it reads.
      */
-    qpci_io_writeq(dev, bar0, 0, time(NULL) + 2);
+    g_usleep(100 * 1000);
+    g_assert_cmpint(kill(s->pid, SIGALRM), ==, 0);
     WAIT_FOR(qtest_get_irq(qts, INTX_GSI), "the sample's INTx");
     WAIT_FOR((qtest_memread(qts, 0, buf, 4096), !memcmp(buf, want, 4096)),
              "the sample's DMA_WRITE");
@@ -833,11 +851,15 @@ static void test_server_dma_messages(void)
     WAIT_FOR(file_contains(trace, "DMA_READ error 0"), "the DMA_READ");
     g_assert(file_contains(trace, "DMA_WRITE error 0"));
 
-    /* A BAR access: end of interrupt, and the sample still answers. */
-    g_assert_cmpint((int64_t)qpci_io_readq(dev, bar0, 0), >=, 0);
+    /*
+     * A BAR access is the end of interrupt; the sample still answers
+     * (BAR1 page 1 is served by messages from the start of BAR1).
+     */
+    qpci_io_writel(dev, bar1, 0, 0x600dda7a);
+    g_assert_cmphex(qpci_io_readl(dev, bar1, 0x1000), ==, 0x600dda7a);
     g_assert_false(qtest_get_irq(qts, INTX_GSI));
 
-    qpci_iounmap(dev, bar0);
+    qpci_iounmap(dev, bar1);
     g_free(dev);
     qpci_free_pc(bus);
     qtest_quit(qts);
@@ -849,6 +871,556 @@ static void test_server_dma_messages(void)
         g_file_get_contents(s->log, &log, NULL, NULL);
         g_error("the sample failed (status 0x%x):\n%s", status, log);
     }
+}
+
+/* -- the server's DMA requests, checked --------------------------------- */
+
+#define FAULT_CMD           0xff8
+#define FAULT_ADDR          0xfe0
+#define FAULT_ARMED_REG     0xff0
+#define CLIENT_MAX_XFER     (1 * MiB)
+
+/*
+ * The next event @event (for command @cmd if >= 0) in the fault server's
+ * log, after those already returned; waits for it.
+ */
+static QDict *fault_event(Server *s, const char *event, int cmd)
+{
+    gint64 deadline = g_get_monotonic_time() + WAIT_US;
+
+    for (;;) {
+        g_autofree char *text = NULL;
+        g_auto(GStrv) lines = NULL;
+        int i;
+
+        g_assert(g_file_get_contents(s->log, &text, NULL, NULL));
+        lines = g_strsplit(text, "\n", -1);
+        for (i = s->log_pos; lines[i] && lines[i + 1]; i++) {
+            QDict *ev;
+
+            if (lines[i][0] != '{') {
+                continue;
+            }
+            ev = qobject_to(QDict, qobject_from_json(lines[i], &error_abort));
+            g_assert(ev);
+            if (!strcmp(qdict_get_str(ev, "event"), event) &&
+                (cmd < 0 || qdict_get_int(ev, "cmd") == cmd)) {
+                s->log_pos = i + 1;
+                return ev;
+            }
+            qobject_unref(ev);
+        }
+        if (g_get_monotonic_time() > deadline) {
+            g_error("no %s event for command %d in the fault server's "
+                    "log:\n%s", event, cmd, text);
+        }
+        g_usleep(2 * 1000);
+    }
+}
+
+/* Make the fault server run DMA command @cmd; return its errno. */
+static int fault_dma(QPCIDevice *dev, QPCIBar bar0, Server *s, int cmd,
+                     uint64_t addr, QDict **ev)
+{
+    QDict *e;
+    int err;
+
+    qpci_io_writel(dev, bar0, FAULT_ADDR, addr);
+    qpci_io_writel(dev, bar0, FAULT_ADDR + 4, addr >> 32);
+    qpci_io_writel(dev, bar0, FAULT_CMD, cmd);
+    e = fault_event(s, "dma-reply", cmd);
+    err = qdict_get_int(e, "error");
+    if (ev) {
+        *ev = e;
+    } else {
+        qobject_unref(e);
+    }
+    return err;
+}
+
+static void assert_event_data(QDict *ev, const void *want, size_t len)
+{
+    g_autofree char *hex = g_malloc(len * 2 + 1);
+
+    for (size_t i = 0; i < len; i++) {
+        sprintf(hex + 2 * i, "%02x", ((const uint8_t *)want)[i]);
+    }
+    g_assert_cmpstr(qdict_get_str(ev, "data"), ==, hex);
+}
+
+/*
+ * The fault server's DMA requests against guest RAM without an fd (so
+ * every map goes without one): the client checks each against its maps
+ * and their permissions and against its max_data_xfer_size, answers the
+ * bad ones with errors and no effect, serves the good ones, and serves
+ * one while a vCPU waits for the server to answer a REGION_READ.
+ */
+static void test_fault_dma(void)
+{
+    g_autoptr(Server) s = fault_start("device");
+    QTestState *qts = client_start(s, "-m 128M");
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+    uint8_t pat[64], buf[64], ones[16];
+    int fds0 = 0, round;
+    uint64_t rom;
+    QDict *ev;
+
+    /* The maps: RAM read-write, the ROMs read-only, none with an fd */
+    ev = fault_event(s, "dma-map", -1);
+    g_assert_cmphex(qdict_get_int(ev, "addr"), ==, 0);
+    g_assert_cmphex(qdict_get_int(ev, "size"), ==, 0xa0000);
+    g_assert_cmpint(qdict_get_int(ev, "flags"), ==, 3);
+    g_assert_false(qdict_get_bool(ev, "fd"));
+    qobject_unref(ev);
+    ev = fault_event(s, "dma-map", -1);
+    g_assert_cmphex(qdict_get_int(ev, "addr"), ==, 0xc0000);
+    g_assert_cmpint(qdict_get_int(ev, "flags"), ==, 1);
+    qobject_unref(ev);
+    ev = fault_event(s, "dma-map", -1);
+    g_assert_cmphex(qdict_get_int(ev, "addr"), ==, 0xe0000);
+    g_assert_cmpint(qdict_get_int(ev, "flags"), ==, 1);
+    qobject_unref(ev);
+    ev = fault_event(s, "dma-map", -1);
+    g_assert_cmphex(qdict_get_int(ev, "addr"), ==, 0x100000);
+    g_assert_cmpint(qdict_get_int(ev, "flags"), ==, 3);
+    qobject_unref(ev);
+
+    for (round = 0; round < 4; round++) {
+        fill_pattern(pat, sizeof(pat), round);
+
+        /* Outside every map */
+        g_assert_cmpint(fault_dma(dev, bar0, s, 1, 0, NULL), ==, EFAULT);
+
+        /* More than the max_data_xfer_size the client proposed */
+        g_assert_cmpint(fault_dma(dev, bar0, s, 2, 0, &ev), ==, EINVAL);
+        g_assert_cmpint(qdict_get_int(ev, "len"), ==, 0);
+        qobject_unref(ev);
+        /* ... while exactly that much goes through */
+        qtest_memwrite(qts, 0x100000, pat, sizeof(pat));
+        g_assert_cmpint(fault_dma(dev, bar0, s, 6, 0, &ev), ==, 0);
+        g_assert_cmpint(qdict_get_int(ev, "len"), ==, CLIENT_MAX_XFER);
+        assert_event_data(ev, pat, sizeof(pat));
+        qobject_unref(ev);
+
+        /* A write to a read-only map (the option ROM area) */
+        rom = qtest_readq(qts, 0xc0000);
+        g_assert_cmpint(fault_dma(dev, bar0, s, 3, 0, NULL), ==, EPERM);
+        g_assert_cmphex(qtest_readq(qts, 0xc0000), ==, rom);
+
+        /* A read across two adjacent maps (0xc0000 and 0xe0000) */
+        qtest_memread(qts, 0xdfff8, buf, 16);
+        g_assert_cmpint(fault_dma(dev, bar0, s, 8, 0, &ev), ==, 0);
+        assert_event_data(ev, buf, 16);
+        qobject_unref(ev);
+
+        /*
+         * A write that starts in a map and runs off its end (0xa0000 is
+         * VGA, not RAM): refused, and none of it is written.
+         */
+        memset(ones, 0xff, sizeof(ones));
+        qtest_memwrite(qts, 0x9fff8, ones, 8);
+        g_assert_cmpint(fault_dma(dev, bar0, s, 7, 0x9fff8, NULL), ==,
+                        EFAULT);
+        g_assert_cmphex(qtest_readq(qts, 0x9fff8), ==, UINT64_MAX);
+
+        /* A good write and read back */
+        qtest_memwrite(qts, 0x123450, pat, 16);
+        g_assert_cmpint(fault_dma(dev, bar0, s, 5, 0x123450, &ev), ==, 0);
+        memset(buf, 0xa5, 16);
+        assert_event_data(ev, buf, 16);
+        qobject_unref(ev);
+        qtest_memread(qts, 0x123450, pat, 16);
+        g_assert(!memcmp(pat, buf, 16));
+
+        /*
+         * A DMA_READ while the vCPU waits for a REGION_READ: the server
+         * answers the read only once it has its DMA data.
+         */
+        fill_pattern(pat, sizeof(pat), 0x80 + round);
+        qtest_memwrite(qts, 0x54320, pat, 16);
+        qpci_io_writel(dev, bar0, FAULT_ARMED_REG, 0xfeed0000 + round);
+        qpci_io_writel(dev, bar0, FAULT_ADDR, 0x54320);
+        qpci_io_writel(dev, bar0, FAULT_ADDR + 4, 0);
+        qpci_io_writel(dev, bar0, FAULT_CMD, 4);
+        qobject_unref(fault_event(s, "armed", -1));
+        g_assert_cmphex(qpci_io_readl(dev, bar0, FAULT_ARMED_REG), ==,
+                        0xfeed0000 + round);
+        ev = fault_event(s, "dma-reply", 4);
+        g_assert_cmpint(qdict_get_int(ev, "error"), ==, 0);
+        assert_event_data(ev, pat, 16);
+        qobject_unref(ev);
+
+        if (round == 0) {
+            fds0 = count_fds(qtest_pid(qts));
+        }
+    }
+    g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
+    assert_alive(qts);
+
+    qpci_iounmap(dev, bar0);
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+}
+
+/*
+ * A DMA_WRITE larger than the client's max_data_xfer_size: the proxy
+ * consumes it whole and answers EINVAL, none of the data reaches guest
+ * memory, and the connection goes on.
+ */
+static void test_fault_dma_big_write(void)
+{
+    g_autoptr(Server) s = fault_start("device");
+    QTestState *qts = client_start(s, "-m 128M");
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+    uint64_t before = qtest_readq(qts, 0x100000);
+
+    qpci_io_writel(dev, bar0, 0x10, 0x12345678);
+    g_assert_cmphex(qpci_io_readl(dev, bar0, 0x10), ==, 0x12345678);
+    g_assert_cmpint(fault_dma(dev, bar0, s, 9, 0, NULL), ==, EINVAL);
+    g_assert_cmphex(qtest_readq(qts, 0x100000), ==, before);
+    g_assert_cmphex(qpci_io_readl(dev, bar0, 0x10), ==, 0x12345678);
+    g_assert_cmpint(fault_dma(dev, bar0, s, 5, 0x123450, NULL), ==, 0);
+    assert_alive(qts);
+
+    qpci_iounmap(dev, bar0);
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+}
+
+/* i440FX's PAM register for 0xc0000-0xc7fff: 3 RAM, 1 RAM read-only, 0 ROM */
+#define I440FX_PAM_C0       0x5a
+
+static const uint8_t pam_states[] = { 0x33, 0x11, 0x00 };
+
+/*
+ * The guest remaps memory under the device's feet: toggling the i440FX's
+ * PAM register for 0xc0000-0xc7fff turns it into RAM, read-only RAM, or
+ * back to the option ROM area.  Each change unmaps and maps again; the
+ * server's DMA there must follow (written when RAM, refused otherwise),
+ * and the churn must leave no descriptor behind.
+ */
+static void test_fault_dma_remap(void)
+{
+    g_autoptr(Server) s = fault_start("device");
+    QTestState *qts = client_start(s, "-m 128M");
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIDevice *host = qpci_device_find(bus, QPCI_DEVFN(0, 0));
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+    int fds0 = 0;
+
+    g_assert(host);
+    for (int round = 0; round < 12; round++) {
+        uint8_t pam = pam_states[round % 3];
+        uint64_t v;
+
+        qpci_config_writeb(host, I440FX_PAM_C0, pam);
+        qtest_writeq(qts, 0xc0000, 0x0123456789abcdefULL);
+        v = qtest_readq(qts, 0xc0000);
+        if (pam == 0x33) {
+            g_assert_cmphex(v, ==, 0x0123456789abcdefULL);
+            g_assert_cmpint(fault_dma(dev, bar0, s, 5, 0xc0000, NULL), ==, 0);
+            g_assert_cmphex(qtest_readq(qts, 0xc0000), ==,
+                            0xa5a5a5a5a5a5a5a5ULL);
+        } else {
+            g_assert_cmpint(fault_dma(dev, bar0, s, 5, 0xc0000, NULL), ==,
+                            EPERM);
+            g_assert_cmphex(qtest_readq(qts, 0xc0000), ==, v);
+        }
+        /* The rest of memory is unaffected */
+        g_assert_cmpint(fault_dma(dev, bar0, s, 5, 0x123450, NULL), ==, 0);
+        if (round == 2) {
+            fds0 = count_fds(qtest_pid(qts));
+        }
+    }
+    g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
+
+    qpci_iounmap(dev, bar0);
+    g_free(host);
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+}
+
+/*
+ * The same churn with fd-backed RAM and x-vfio-user-server: each map of
+ * RAM goes with its memfd, which the server maps and must let go of when
+ * it is unmapped; edu's DMA into the remapped range lands in guest RAM.
+ * Neither process keeps descriptors from it.
+ */
+static void test_edu_dma_remap(void)
+{
+    g_autoptr(Server) s = remote_start("edu");
+    QTestState *qts = client_start(s, MEMFD_RAM);
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIDevice *host = qpci_device_find(bus, QPCI_DEVFN(0, 0));
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+    uint8_t in[64], out[64];
+    int fds0 = 0, sfds0 = 0;
+
+    g_assert(host);
+    for (int round = 0; round < 9; round++) {
+        uint8_t pam = pam_states[round % 3];
+
+        qpci_config_writeb(host, I440FX_PAM_C0, pam);
+        if (pam == 0x33) {
+            fill_pattern(in, sizeof(in), round);
+            qtest_memwrite(qts, 0x100000, in, sizeof(in));
+            edu_dma(dev, bar0, 0x100000, EDU_DMA_BUF, sizeof(in), 0);
+            edu_dma(dev, bar0, EDU_DMA_BUF, 0xc0000, sizeof(in),
+                    EDU_DMA_TO_RAM);
+            qtest_memread(qts, 0xc0000, out, sizeof(out));
+            g_assert(!memcmp(in, out, sizeof(in)));
+        } else if (pam == 0x11) {
+            /*
+             * Read-only RAM: the server maps it read-only and the
+             * device's write is dropped (patch "vfio-user-obj: map
+             * read-only DMA regions read-only"), not a crash.
+             */
+            qtest_memread(qts, 0xc0000, in, sizeof(in));
+            fill_pattern(out, sizeof(out), round + 100);
+            qtest_memwrite(qts, 0x100000, out, sizeof(out));
+            edu_dma(dev, bar0, 0x100000, EDU_DMA_BUF, sizeof(out), 0);
+            edu_dma(dev, bar0, EDU_DMA_BUF, 0xc0000, sizeof(out),
+                    EDU_DMA_TO_RAM);
+            qtest_memread(qts, 0xc0000, out, sizeof(out));
+            g_assert(!memcmp(in, out, sizeof(in)));
+        }
+        if (round == 2) {
+            fds0 = count_fds(qtest_pid(qts));
+            sfds0 = count_fds(s->pid);
+        }
+    }
+    g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
+    g_assert_cmpint(count_fds(s->pid), <=, sfds0);
+
+    qpci_iounmap(dev, bar0);
+    g_free(host);
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+}
+
+/* How many events @event with @addr and @size the fault server logged. */
+static int fault_count(Server *s, const char *event, uint64_t addr,
+                       uint64_t size)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    int n = 0;
+
+    g_assert(g_file_get_contents(s->log, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (int i = 0; lines[i] && lines[i + 1]; i++) {
+        QDict *ev = qobject_to(QDict, qobject_from_json(lines[i],
+                                                        &error_abort));
+
+        if (!strcmp(qdict_get_str(ev, "event"), event) &&
+            qdict_get_int(ev, "addr") == addr &&
+            qdict_get_int(ev, "size") == size) {
+            n++;
+        }
+        qobject_unref(ev);
+    }
+    return n;
+}
+
+/*
+ * The server refuses one DMA_MAP (of 0xc0000-0xc7fff once PAM makes it
+ * RAM): the client reports it, forgets the range (the server's DMA there
+ * is refused as outside every map) and does not unmap what the server
+ * never mapped; the device goes on working.
+ */
+static void test_fault_dma_map_refused(void)
+{
+    g_autoptr(Server) s = fault_start_opt("device", "--refuse-map",
+                                          "0xc0000+0x8000");
+    QTestState *qts = client_start(s, "-m 128M");
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIDevice *host = qpci_device_find(bus, QPCI_DEVFN(0, 0));
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+
+    g_assert(host);
+    for (int round = 0; round < 3; round++) {
+        qpci_config_writeb(host, I440FX_PAM_C0, 0x33);
+        qobject_unref(fault_event(s, "dma-map-refused", -1));
+        g_assert_cmpint(fault_dma(dev, bar0, s, 5, 0xc0000, NULL), ==,
+                        EFAULT);
+        /* The rest of the new layout was mapped */
+        g_assert_cmpint(fault_dma(dev, bar0, s, 8, 0, NULL), ==, 0);
+        g_assert_cmpint(fault_dma(dev, bar0, s, 5, 0x123450, NULL), ==, 0);
+
+        qpci_config_writeb(host, I440FX_PAM_C0, 0x00);
+        g_assert_cmpint(fault_dma(dev, bar0, s, 5, 0xc0000, NULL), ==,
+                        EPERM);
+        g_assert_cmpint(fault_count(s, "dma-unmap", 0xc0000, 0x8000), ==, 0);
+        g_assert_cmpint(fault_count(s, "dma-map", 0xc0000, 0x20000), ==,
+                        round + 2);
+    }
+    assert_alive(qts);
+
+    qpci_iounmap(dev, bar0);
+    g_free(host);
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+}
+
+/* -- nvme over x-vfio-user-server, with MSI-X ---------------------------- */
+
+#define NVME_CC             0x14
+#define NVME_CSTS           0x1c
+#define NVME_AQA            0x24
+#define NVME_ASQ            0x28
+#define NVME_ACQ            0x30
+#define NVME_SQ0TDBL        0x1000
+#define NVME_CQ0HDBL        0x1004
+
+/*
+ * The SET_IRQS the client sent for MSI-X (index 2) with eventfds
+ * (DATA_EVENTFD | ACTION_TRIGGER): each must carry one real fd per
+ * vector (a vfio-user server takes no fd -1); returns how many vectors
+ * got one.  Also counts the MSI-X unmask hints.
+ */
+static int msix_eventfd_vectors(const char *trace, int *unmasks)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    int vectors = 0;
+
+    *unmasks = 0;
+    g_assert(g_file_get_contents(trace, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (int i = 0; lines[i]; i++) {
+        const char *p = strstr(lines[i], ": flags 0x");
+        unsigned flags, index, start, count, nfds;
+
+        if (!strstr(lines[i], "vfio_user_set_irqs") || !p ||
+            sscanf(p, ": flags 0x%x index %u start %u count %u fds %u",
+                   &flags, &index, &start, &count, &nfds) != 5 ||
+            index != VFIO_PCI_MSIX_IRQ_INDEX) {
+            continue;
+        }
+        if (flags == (VFIO_IRQ_SET_DATA_EVENTFD |
+                      VFIO_IRQ_SET_ACTION_TRIGGER)) {
+            if (nfds != count) {
+                g_error("SET_IRQS for MSI-X without an eventfd for every "
+                        "vector: %s", lines[i]);
+            }
+            vectors += count;
+        } else if (flags == (VFIO_IRQ_SET_DATA_NONE |
+                             VFIO_IRQ_SET_ACTION_UNMASK)) {
+            *unmasks += count;
+        }
+    }
+    return vectors;
+}
+
+/* Program MSI-X vector @v to write @data at @addr, and unmask it. */
+static void msix_vector_setup(QPCIDevice *dev, int v, uint64_t addr,
+                              uint32_t data)
+{
+    uint64_t off = dev->msix_table_off + v * PCI_MSIX_ENTRY_SIZE;
+
+    qpci_io_writel(dev, dev->msix_table_bar, off + PCI_MSIX_ENTRY_LOWER_ADDR,
+                   addr);
+    qpci_io_writel(dev, dev->msix_table_bar, off + PCI_MSIX_ENTRY_UPPER_ADDR,
+                   addr >> 32);
+    qpci_io_writel(dev, dev->msix_table_bar, off + PCI_MSIX_ENTRY_DATA, data);
+    qpci_io_writel(dev, dev->msix_table_bar,
+                   off + PCI_MSIX_ENTRY_VECTOR_CTRL, 0);
+}
+
+/*
+ * nvme over x-vfio-user-server with MSI-X: the guest's unmasking of
+ * table entries reaches the server as SET_IRQS with eventfds (and unmask
+ * hints), and an admin command (Identify) completes with the controller's
+ * data in guest RAM and its MSI-X message in guest RAM too.
+ */
+static void test_nvme_msix(void)
+{
+    g_autoptr(Server) s = remote_start("nvme,serial=deadbeef");
+    g_autofree char *trace = server_file(s, "trace.log");
+    g_autofree char *extra = g_strdup_printf(
+        MEMFD_RAM " -trace vfio_user_set_irqs -D %s", trace);
+    QTestState *qts = client_start(s, extra);
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    const uint64_t asq = 0x400000, acq = 0x401000, idbuf = 0x402000;
+    const uint64_t msi_addr = 0x1e0000;
+    uint8_t sqe[64] = { 0 }, cqe[16], id[24];
+    int vectors, unmasks;
+    QPCIBar bar0;
+
+    g_assert_cmphex(qpci_config_readw(dev, PCI_VENDOR_ID), ==, 0x1b36);
+    g_assert_cmphex(qpci_config_readw(dev, PCI_DEVICE_ID), ==, 0x0010);
+    qpci_msix_enable(dev);
+    /* The MSI-X table is in BAR0, with the registers */
+    g_assert_cmphex(qpci_config_readl(dev, qpci_find_capability(
+                        dev, PCI_CAP_ID_MSIX, 0) + PCI_MSIX_TABLE) &
+                    PCI_MSIX_FLAGS_BIRMASK, ==, 0);
+    bar0 = dev->msix_table_bar;
+    g_assert_cmpint(msix_eventfd_vectors(trace, &unmasks), ==, 0);
+
+    /* Vector 0 (the admin queue's), then 2, then 1 */
+    msix_vector_setup(dev, 0, msi_addr, 0x5678);
+    g_assert_cmpint(msix_eventfd_vectors(trace, &unmasks), >=, 1);
+    g_assert_cmpint(unmasks, >=, 1);
+    msix_vector_setup(dev, 2, msi_addr + 8, 0x5679);
+    msix_vector_setup(dev, 1, msi_addr + 4, 0x567a);
+    vectors = msix_eventfd_vectors(trace, &unmasks);
+    g_assert_cmpint(vectors, >=, 3);
+    g_assert_cmpint(unmasks, >=, 3);
+    g_assert_false(qpci_msix_masked(dev, 0));
+
+    /* Bring the controller up with an admin queue pair of 8 entries */
+    qpci_io_writel(dev, bar0, NVME_CC, 0);
+    WAIT_FOR(!(qpci_io_readl(dev, bar0, NVME_CSTS) & 1), "CSTS.RDY = 0");
+    qpci_io_writel(dev, bar0, NVME_AQA, 0x00070007);
+    qpci_io_writeq(dev, bar0, NVME_ASQ, asq);
+    qpci_io_writeq(dev, bar0, NVME_ACQ, acq);
+    qtest_memset(qts, acq, 0, 4096);
+    qtest_writel(qts, msi_addr, 0);
+    /* EN, 4 KiB pages, 64-byte SQEs, 16-byte CQEs */
+    qpci_io_writel(dev, bar0, NVME_CC, 0x00460001);
+    WAIT_FOR(qpci_io_readl(dev, bar0, NVME_CSTS) & 1, "CSTS.RDY = 1");
+
+    /* Identify Controller into idbuf */
+    sqe[0] = 0x06;
+    stw_le_p(sqe + 2, 0x1234);
+    stq_le_p(sqe + 24, idbuf);
+    stl_le_p(sqe + 40, 1);
+    qtest_memwrite(qts, asq, sqe, sizeof(sqe));
+    qpci_io_writel(dev, bar0, NVME_SQ0TDBL, 1);
+
+    WAIT_FOR((qtest_memread(qts, acq, cqe, sizeof(cqe)), cqe[14] & 1),
+             "the Identify completion");
+    g_assert_cmphex(lduw_le_p(cqe + 12), ==, 0x1234);
+    g_assert_cmphex(lduw_le_p(cqe + 14) >> 1, ==, 0);
+    qtest_memread(qts, idbuf, id, sizeof(id));
+    g_assert_cmphex(lduw_le_p(id), ==, 0x1b36);
+    g_assert(!memcmp(id + 4, "deadbeef            ", 20));
+    WAIT_FOR(qtest_readl(qts, msi_addr) == 0x5678, "the MSI-X message");
+    qpci_io_writel(dev, bar0, NVME_CQ0HDBL, 1);
+    /* The other vectors stayed quiet */
+    g_assert_cmphex(qtest_readl(qts, msi_addr + 4), ==, 0);
+    g_assert_cmphex(qtest_readl(qts, msi_addr + 8), ==, 0);
+
+    /* The whole trace, once more: no vector ever went without an fd */
+    g_assert_cmpint(msix_eventfd_vectors(trace, &unmasks), >=, vectors);
+
+    qpci_msix_disable(dev);
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
 }
 
 /* -- hot-plug ------------------------------------------------------------ */
@@ -891,12 +1463,20 @@ int main(int argc, char **argv)
     qtest_add_func("/vfio-user-pci/edu/dma", test_edu_dma);
     qtest_add_func("/vfio-user-pci/edu/msi", test_edu_msi);
     qtest_add_func("/vfio-user-pci/edu/intx", test_edu_intx);
+    qtest_add_func("/vfio-user-pci/edu/dma-remap", test_edu_dma_remap);
+    qtest_add_func("/vfio-user-pci/nvme/msix", test_nvme_msix);
     qtest_add_func("/vfio-user-pci/socket-forms", test_socket_forms);
     qtest_add_func("/vfio-user-pci/gpio", test_gpio);
     qtest_add_func("/vfio-user-pci/server-sparse-bar", test_server_sparse_bar);
     qtest_add_func("/vfio-user-pci/server-dma-messages",
                    test_server_dma_messages);
     qtest_add_func("/vfio-user-pci/bad-input", test_bad_input);
+    qtest_add_func("/vfio-user-pci/fault-dma", test_fault_dma);
+    qtest_add_func("/vfio-user-pci/fault-dma-remap", test_fault_dma_remap);
+    qtest_add_func("/vfio-user-pci/fault-dma-map-refused",
+                   test_fault_dma_map_refused);
+    qtest_add_func("/vfio-user-pci/fault-dma-big-write",
+                   test_fault_dma_big_write);
     qtest_add_func("/vfio-user-pci/disconnect", test_disconnect);
     qtest_add_func("/vfio-user-pci/hotplug", test_hotplug);
 

@@ -13,16 +13,31 @@
 #                with BAR0 (4 KiB MMIO scratch memory, message-accessed),
 #                INTx and MSI (one vector each), and reset; DMA_MAP and
 #                DMA_UNMAP are recorded.  Writing a command number to
-#                BAR0 offset 0xff8 makes the server send DMA requests:
-#                  1  DMA_READ outside every map
-#                  2  DMA_READ larger than max_data_xfer_size
-#                  3  DMA_WRITE to a read-only map
+#                BAR0 offset 0xff8 makes the server send DMA requests;
+#                ADDR is the 64-bit value at BAR0 offset 0xfe0, or the
+#                start of the first writable map if that is 0; MAX is the
+#                max_data_xfer_size the client proposed:
+#                  1  DMA_READ of 8 bytes outside every map
+#                  2  DMA_READ of MAX + 4 KiB inside the largest map
+#                  3  DMA_WRITE of 8 bytes 0x5a to the first read-only map
 #                  4  arm: the next read of BAR0 offset 0xff0 is answered
-#                     only after a DMA_READ of the first mapped page
-#                  5  DMA_WRITE of 16 bytes 0xa5 to the first writable map,
-#                     then DMA_READ of them back
+#                     only after a DMA_READ of 16 bytes at ADDR
+#                  5  DMA_WRITE of 16 bytes 0xa5 at ADDR, then DMA_READ of
+#                     them back
+#                  6  DMA_READ of MAX bytes inside the largest map
+#                  7  DMA_WRITE of 16 bytes 0x3c at ADDR, which the test
+#                     puts 8 bytes before the end of a map, with no map
+#                     after it
+#                  8  DMA_READ of 16 bytes across the boundary of the
+#                     first two adjacent maps
+#                  9  DMA_WRITE of MAX + 4 KiB inside the largest map
 #                Results go to the log as JSON lines:
-#                  {"event": "dma-reply", "cmd": N, "error": E, "data": HEX}
+#                  {"event": "dma-reply", "cmd": N, "error": E, "len": L,
+#                   "data": HEX of the first 64 bytes read}
+#                Client messages that arrive while the server waits for
+#                the reply to its request are served after it ("deferred").
+#                --refuse-map ADDR+SIZE (repeatable): DMA_MAP of exactly
+#                that range fails with EINVAL ("dma-map-refused")
 #   die-on-read  like device, but exits without replying to the Nth
 #                REGION_READ of BAR0 (--die-after N, default 1)
 #
@@ -66,6 +81,8 @@ class Server:
         self.bar0_mask = ~(4096 - 1) & 0xffffffff
         self.armed_read = False
         self.bar0_reads = 0
+        self.client_max_xfer = MAX_XFER
+        self.deferred = []
 
     def event(self, **kw):
         self.log.write(json.dumps(kw) + "\n")
@@ -107,17 +124,25 @@ class Server:
 
     # -- server-to-client requests ------------------------------------------
     def request(self, cmd, body):
-        """Send a request and wait for its reply, serving nothing else."""
+        """Send a request and wait for its reply; client requests that
+        come first are kept for later."""
         msg_id = self.next_id
-        self.next_id += 1
+        self.next_id = 0x8000 | ((self.next_id + 1) & 0x7fff)
         self.send(msg_id, cmd, 0, body)
         while True:
-            rid, rcmd, flags, err, rbody, fds = self.recv_msg()
-            for fd in fds:
-                os.close(fd)
+            msg = self.recv_msg()
+            rid, rcmd, flags, err, rbody, fds = msg
             if flags & 0xf == F_REPLY and rid == msg_id:
+                for fd in fds:
+                    os.close(fd)
                 return (err if flags & F_ERROR else 0), rbody
-            self.event(event="unexpected", id=rid, cmd=rcmd)
+            if flags & 0xf == F_REPLY:
+                for fd in fds:
+                    os.close(fd)
+                self.event(event="unexpected", id=rid, cmd=rcmd)
+            else:
+                self.event(event="deferred", id=rid, cmd=rcmd)
+                self.deferred.append(msg)
 
     def dma_read(self, addr, count):
         return self.request(CMD_DMA_READ, struct.pack("<QQ", addr, count))
@@ -126,13 +151,29 @@ class Server:
         return self.request(CMD_DMA_WRITE,
                             struct.pack("<QQ", addr, len(data)) + data)
 
+    def dma_addr(self):
+        addr = struct.unpack_from("<Q", self.bar0, 0xfe0)[0]
+        if not addr:
+            rw = [m for m in self.maps if m[2] & 2]
+            addr = rw[0][0] if rw else 1 << 50
+        return addr
+
+    def largest_map(self):
+        return max(self.maps, key=lambda m: m[1]) if self.maps \
+            else (0, 0, 0)
+
+    def dma_event(self, n, err, body):
+        data = body[16:]
+        self.event(event="dma-reply", cmd=n, error=err, len=len(data),
+                   data=data[:64].hex())
+
     def run_dma_command(self, n):
+        big = self.client_max_xfer
         if n == 1:
             top = max([a + s for a, s, _ in self.maps] or [0])
             err, body = self.dma_read(top + (1 << 40), 8)
         elif n == 2:
-            addr = self.maps[0][0] if self.maps else 0
-            err, body = self.dma_read(addr, MAX_XFER + 4096)
+            err, body = self.dma_read(self.largest_map()[0], big + 4096)
         elif n == 3:
             ro = [m for m in self.maps if not m[2] & 2]
             addr = ro[0][0] if ro else (1 << 50)
@@ -142,25 +183,37 @@ class Server:
             self.event(event="armed")
             return
         elif n == 5:
-            rw = [m for m in self.maps if m[2] & 2]
-            if not rw:
-                self.event(event="dma-reply", cmd=n, error=ENOENT, data="")
-                return
-            err, body = self.dma_write(rw[0][0], b"\xa5" * 16)
+            err, body = self.dma_write(self.dma_addr(), b"\xa5" * 16)
             if not err:
-                err, body = self.dma_read(rw[0][0], 16)
+                err, body = self.dma_read(self.dma_addr(), 16)
+        elif n == 6:
+            err, body = self.dma_read(self.largest_map()[0], big)
+        elif n == 7:
+            err, body = self.dma_write(self.dma_addr(), b"\x3c" * 16)
+        elif n == 8:
+            ends = {a + s: a for a, s, _ in self.maps}
+            pairs = sorted(a for a, _, _ in self.maps if a in ends)
+            addr = pairs[0] - 8 if pairs else 1 << 50
+            err, body = self.dma_read(addr, 16)
+        elif n == 9:
+            err, body = self.dma_write(self.largest_map()[0],
+                                       b"\x77" * (big + 4096))
         else:
             return
-        self.event(event="dma-reply", cmd=n, error=err,
-                   data=body[16:].hex() if len(body) > 16 else "")
+        self.dma_event(n, err, body)
 
     # -- client requests ------------------------------------------------------
     def handle(self, msg_id, cmd, flags, body, fds):
         no_reply = flags & F_NO_REPLY
         if cmd == CMD_VERSION:
             major, minor = struct.unpack_from("<HH", body)
-            self.event(event="version", major=major, minor=minor,
-                       caps=body[4:].rstrip(b"\0").decode(errors="replace"))
+            caps = body[4:].rstrip(b"\0").decode(errors="replace")
+            self.event(event="version", major=major, minor=minor, caps=caps)
+            try:
+                self.client_max_xfer = json.loads(caps)["capabilities"].get(
+                    "max_data_xfer_size", MAX_XFER)
+            except (ValueError, KeyError, AttributeError):
+                pass
             if self.args.mode == "garbage":
                 self.reply(msg_id, cmd, b"\x01\x00\x00\x00{not json")
                 return
@@ -183,8 +236,9 @@ class Server:
                        struct.pack("<IIIIQQ", 32, fl, index, 0, size, 0))
         elif cmd == CMD_GET_IRQ_INFO:
             argsz, _, index, _ = struct.unpack_from("<IIII", body)
-            count = 1 if index in (0, 1) else 0
-            fl = 1 | (2 | 4 if index == 0 else 8)
+            # INTx, MSI, and the error and request interrupts: one each
+            count = 1 if index in (0, 1, 3, 4) else 0
+            fl = 1 | (2 | 4 if index == 0 else 8 if index in (1, 2) else 0)
             self.reply(msg_id, cmd, struct.pack("<IIII", 16, fl, index, count))
         elif cmd == CMD_SET_IRQS:
             argsz, fl, index, start, count = struct.unpack_from("<IIIII", body)
@@ -195,10 +249,8 @@ class Server:
             off, region, count = struct.unpack_from("<QII", body)
             if region == BAR0 and off == 0xff0 and self.armed_read:
                 self.armed_read = False
-                addr = self.maps[0][0] if self.maps else 0
-                err, rbody = self.dma_read(addr, 8)
-                self.event(event="dma-reply", cmd=4, error=err,
-                           data=rbody[16:].hex())
+                err, rbody = self.dma_read(self.dma_addr(), 16)
+                self.dma_event(4, err, rbody)
             if region == BAR0 and self.args.mode == "die-on-read":
                 self.bar0_reads += 1
                 if self.bar0_reads >= self.args.die_after:
@@ -223,6 +275,12 @@ class Server:
                 self.run_dma_command(body[16])
         elif cmd == CMD_DMA_MAP:
             argsz, fl, offset, addr, size = struct.unpack_from("<IIQQQ", body)
+            if (addr, size) in self.args.refuse_map:
+                self.event(event="dma-map-refused", addr=addr, size=size)
+                self.error(msg_id, cmd, EINVAL)
+                for fd in fds:
+                    os.close(fd)
+                return
             self.maps.append((addr, size, fl & 3))
             self.event(event="dma-map", addr=addr, size=size, flags=fl,
                        fd=len(fds) > 0)
@@ -279,7 +337,11 @@ class Server:
             return
         try:
             while True:
-                msg_id, cmd, flags, err, body, fds = self.recv_msg()
+                if self.deferred:
+                    msg = self.deferred.pop(0)
+                else:
+                    msg = self.recv_msg()
+                msg_id, cmd, flags, err, body, fds = msg
                 self.handle(msg_id, cmd, flags, body, fds)
         except (EOFError, ConnectionResetError, BrokenPipeError):
             self.event(event="eof")
@@ -292,6 +354,8 @@ def main():
     p.add_argument("--mode", default="device",
                    choices=["close", "garbage", "device", "die-on-read"])
     p.add_argument("--die-after", type=int, default=1)
+    p.add_argument("--refuse-map", action="append", default=[],
+                   type=lambda v: tuple(int(x, 0) for x in v.split("+")))
     p.add_argument("--log")
     Server(p.parse_args()).serve()
 

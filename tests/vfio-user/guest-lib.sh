@@ -5,6 +5,19 @@
 GUEST=$TOP/build/guest
 "$TOP/tests/vfio-user/mkguest" "$GUEST" >&2
 
+# The -object of x-vfio-user-server on socket $1 for the device with id
+# d0 (QEMU 10.0 takes the server's socket in the JSON form only).
+server_object() {
+    printf '{"qom-type":"x-vfio-user-server","id":"s0",%s,"device":"d0"}' \
+        "\"socket\":{\"type\":\"unix\",\"path\":\"$1\"}"
+}
+
+# Wait for the server NAME's socket, or show its log and fail.
+wait_server() {
+    wait_for_file_socket "$TMP/$1.sock" ||
+        { cat "$TMP/$1-server.log"; fail "server $1 did not start"; }
+}
+
 # remote_server NAME QEMU-ARGS...: start x-vfio-user-server serving the
 # device with id d0 that QEMU-ARGS define; its socket is $TMP/NAME.sock.
 remote_server() {
@@ -12,10 +25,10 @@ remote_server() {
     shift
     "$QEMU" -machine x-remote,vfio-user=on,auto-shutdown=on -nodefaults \
         -display none "$@" \
-        -object "{\"qom-type\":\"x-vfio-user-server\",\"id\":\"s0\",\"socket\":{\"type\":\"unix\",\"path\":\"$TMP/$name.sock\"},\"device\":\"d0\"}" \
+        -object "$(server_object "$TMP/$name.sock")" \
         > "$TMP/$name-server.log" 2>&1 &
     PIDS+=($!)
-    wait_for_file_socket "$TMP/$name.sock" || { cat "$TMP/$name-server.log"; fail "server $name did not start"; }
+    wait_server "$name"
 }
 
 # sample_server NAME SAMPLE [ARGS...]: start a libvfio-user sample.
@@ -24,7 +37,7 @@ sample_server() {
     shift 2
     "$SAMPLES/$sample" "$@" "$TMP/$name.sock" > "$TMP/$name-server.log" 2>&1 &
     PIDS+=($!)
-    wait_for_file_socket "$TMP/$name.sock" || { cat "$TMP/$name-server.log"; fail "server $name did not start"; }
+    wait_server "$name"
 }
 
 # The servers take one client: wait for the socket file, not a connection.
@@ -45,11 +58,13 @@ run_guest() {
     timeout "$secs" "$QEMU" -machine q35 -accel tcg -cpu max -m 512 \
         -object memory-backend-memfd,id=mem,size=512M,share=on \
         -machine memory-backend=mem -nodefaults -display none \
-        -serial stdio -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.cpio.gz" \
+        -serial stdio -kernel "$GUEST/vmlinuz" \
+        -initrd "$GUEST/initramfs.cpio.gz" \
         -append "console=ttyS0 quiet panic=-1 vfu.test=$test" \
         "$@" < /dev/null > "$TMP/guest.log" 2>&1 || rc=$?
     sed 's/^/guest| /' "$TMP/guest.log"
     [ $rc = 124 ] && fail "the guest did not finish within $secs s"
-    grep -q "VFU-RESULT: PASS $test" "$TMP/guest.log" || fail "guest test $test failed"
+    grep -q "VFU-RESULT: PASS $test" "$TMP/guest.log" ||
+        fail "guest test $test failed"
     ok "guest test $test passed"
 }

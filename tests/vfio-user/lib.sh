@@ -48,6 +48,9 @@ expect_fail() {
         echo "$out" >&2
         fail "$what: succeeded"
     fi
-    echo "$out" | grep -qE -- "$pat" || { echo "$out" >&2; fail "$what: no '$pat' in the output"; }
+    if ! echo "$out" | grep -qE -- "$pat"; then
+        echo "$out" >&2
+        fail "$what: no '$pat' in the output"
+    fi
     ok "$what"
 }

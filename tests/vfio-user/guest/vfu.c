@@ -43,48 +43,89 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* A number in C notation: 0x... is hex, 0... octal, else decimal. */
+static unsigned long long num(const char *s)
+{
+    long long v = 0;
+
+    sscanf(s, "%lli", &v);
+    return v;
+}
+
+/* Map the page of a sysfs PCI resource file that holds @off. */
+static uint8_t *map_resource(const char *path, unsigned long off)
+{
+    long pg = 4096; /* x86 */
+    uint8_t *p;
+    int fd;
+
+    fd = open(path, O_RDWR | O_SYNC);
+    if (fd < 0) {
+        perror(path);
+        return NULL;
+    }
+    p = mmap(NULL, (off & ~(pg - 1)) + pg, PROT_READ | PROT_WRITE,
+             MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        perror("mmap");
+        return NULL;
+    }
+    return p + off;
+}
+
+static uint64_t reg_read(uint8_t *p, int width)
+{
+    /* volatile: each access reaches the device once, at this width */
+    switch (width) {
+    case 1:
+        return *(volatile uint8_t *)p; /* see above */
+    case 2:
+        return *(volatile uint16_t *)p; /* see above */
+    case 4:
+        return *(volatile uint32_t *)p; /* see above */
+    default:
+        return *(volatile uint64_t *)p; /* see above */
+    }
+}
+
+static void reg_write(uint8_t *p, int width, uint64_t v)
+{
+    /* volatile: each access reaches the device once, at this width */
+    switch (width) {
+    case 1:
+        *(volatile uint8_t *)p = v; /* see above */
+        break;
+    case 2:
+        *(volatile uint16_t *)p = v; /* see above */
+        break;
+    case 4:
+        *(volatile uint32_t *)p = v; /* see above */
+        break;
+    default:
+        *(volatile uint64_t *)p = v; /* see above */
+        break;
+    }
+}
+
 static int mmio(int argc, char **argv)
 {
-    int fd, width;
-    unsigned long off;
-    long pg = sysconf(_SC_PAGESIZE);
-    volatile uint8_t *p;
-    uint64_t v = 0;
+    uint8_t *p;
+    int width;
 
     if (argc < 5) {
         return 2;
     }
-    off = strtoul(argv[3], NULL, 0);
     width = atoi(argv[4]);
-    fd = open(argv[2], O_RDWR | O_SYNC);
-    if (fd < 0) {
-        perror(argv[2]);
+    p = map_resource(argv[2], num(argv[3]));
+    if (!p) {
         return 1;
     }
-    p = mmap(NULL, (off & ~(pg - 1)) + pg, PROT_READ | PROT_WRITE,
-             MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) {
-        perror("mmap");
-        return 1;
-    }
-    p += off;
     if (argc > 5) {
-        v = strtoull(argv[5], NULL, 0);
-        switch (width) {
-        case 1: *(volatile uint8_t *)p = v; break;
-        case 2: *(volatile uint16_t *)p = v; break;
-        case 4: *(volatile uint32_t *)p = v; break;
-        default: *(volatile uint64_t *)p = v; break;
-        }
+        reg_write(p, width, num(argv[5]));
         return 0;
     }
-    switch (width) {
-    case 1: v = *(volatile uint8_t *)p; break;
-    case 2: v = *(volatile uint16_t *)p; break;
-    case 4: v = *(volatile uint32_t *)p; break;
-    default: v = *(volatile uint64_t *)p; break;
-    }
-    printf("0x%llx\n", (unsigned long long)v);
+    printf("0x%llx\n", (unsigned long long)reg_read(p, width));
     return 0;
 }
 
@@ -117,7 +158,7 @@ static int dio(int argc, char **argv)
         return 2;
     }
     mib = atoi(argv[3]);
-    seed = strtoull(argv[4], NULL, 0) | 1;
+    seed = num(argv[4]) | 1;
     fd = open(argv[2], O_RDWR | O_DIRECT);
     if (fd < 0 || posix_memalign((void **)&buf, 4096, CHUNK)) {
         perror(argv[2]);
@@ -252,54 +293,44 @@ static int dio_write(int argc, char **argv)
  */
 static int mmio_bench(int argc, char **argv)
 {
-    long pg = sysconf(_SC_PAGESIZE);
     unsigned long off;
-    volatile uint32_t *reg;
-    uint8_t *p;
+    uint8_t *reg;
     long count, i, warm;
     uint32_t sink = 0;
-    int fd, wr;
+    int wr;
     double t0, t;
 
     if (argc < 6) {
         return 2;
     }
-    off = strtoul(argv[3], NULL, 0);
+    off = num(argv[3]);
     count = atol(argv[4]);
     wr = argv[5][0] == 'w';
     if (count < 1 || (off & 3)) {
         return 2;
     }
-    fd = open(argv[2], O_RDWR | O_SYNC);
-    if (fd < 0) {
-        perror(argv[2]);
+    reg = map_resource(argv[2], off);
+    if (!reg) {
         return 1;
     }
-    p = mmap(NULL, (off & ~(pg - 1)) + pg, PROT_READ | PROT_WRITE,
-             MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) {
-        perror("mmap");
-        return 1;
-    }
-    reg = (volatile uint32_t *)(p + off);
     warm = count / 10 + 1;
     for (i = 0; i < warm; i++) {
         if (wr) {
-            *reg = i;
+            reg_write(reg, 4, i);
         } else {
-            sink += *reg;
+            sink += reg_read(reg, 4);
         }
     }
-    sink += *reg;
+    sink += reg_read(reg, 4);
     t0 = now();
     if (wr) {
         for (i = 0; i < count; i++) {
-            *reg = i;
+            reg_write(reg, 4, i);
         }
-        sink += *reg;
+        sink += reg_read(reg, 4);
     } else {
         for (i = 0; i < count; i++) {
-            sink += *reg;
+            sink += reg_read(reg, 4);
         }
     }
     t = now() - t0;
@@ -343,27 +374,35 @@ static const char *cap_name(int id)
     }
 }
 
+static const struct {
+    unsigned cls, shift;
+    const char *name;
+} class_names[] = {
+    { 0x0108, 8, "Non-Volatile memory controller" },
+    { 0x0106, 8, "SATA controller" },
+    { 0x0200, 8, "Ethernet controller" },
+    { 0x0600, 8, "Host bridge" },
+    { 0x0601, 8, "ISA bridge" },
+    { 0x0c05, 8, "SMBus" },
+    { 0x00ff, 8, "Unclassified device" },
+    { 0x01, 16, "Mass storage controller" },
+    { 0x02, 16, "Network controller" },
+    { 0x03, 16, "Display controller" },
+    { 0x06, 16, "Bridge" },
+    { 0x08, 16, "System peripheral" },
+    { 0x0c, 16, "Serial bus controller" },
+};
+
 static const char *class_name(unsigned cls)
 {
-    switch (cls >> 8) {
-    case 0x0108: return "Non-Volatile memory controller";
-    case 0x0106: return "SATA controller";
-    case 0x0200: return "Ethernet controller";
-    case 0x0600: return "Host bridge";
-    case 0x0601: return "ISA bridge";
-    case 0x0c05: return "SMBus";
-    case 0x00ff: return "Unclassified device";
-    default: break;
+    size_t i;
+
+    for (i = 0; i < sizeof(class_names) / sizeof(class_names[0]); i++) {
+        if (cls >> class_names[i].shift == class_names[i].cls) {
+            return class_names[i].name;
+        }
     }
-    switch (cls >> 16) {
-    case 0x01: return "Mass storage controller";
-    case 0x02: return "Network controller";
-    case 0x03: return "Display controller";
-    case 0x06: return "Bridge";
-    case 0x08: return "System peripheral";
-    case 0x0c: return "Serial bus controller";
-    default: return "Device";
-    }
+    return "Device";
 }
 
 static int lspci_one(const char *dir)
@@ -377,7 +416,7 @@ static int lspci_one(const char *dir)
     int fd, n, i, pos, guard;
     ssize_t len;
 
-    cls = strtoul(sysfs_str(dir, "class", b1, sizeof(b1)), NULL, 0);
+    cls = num(sysfs_str(dir, "class", b1, sizeof(b1)));
     printf("%s %s [%04x]: %s:%s (rev %s)\n", name, class_name(cls),
            cls >> 8, sysfs_str(dir, "vendor", b2, sizeof(b2)) + 2,
            sysfs_str(dir, "device", b3, sizeof(b3)) + 2,
@@ -430,7 +469,8 @@ static int lspci_one(const char *dir)
             } else if (cfg[pos] == 0x11) {
                 uint16_t ctl = cfg[pos + 2] | cfg[pos + 3] << 8;
                 uint32_t tbl = cfg[pos + 4] | cfg[pos + 5] << 8 |
-                               cfg[pos + 6] << 16 | (uint32_t)cfg[pos + 7] << 24;
+                               cfg[pos + 6] << 16 |
+                               (uint32_t)cfg[pos + 7] << 24;
                 printf(": Enable%c Count=%d Masked%c, table in BAR%u at "
                        "0x%x", ctl & 0x8000 ? '+' : '-', (ctl & 0x7ff) + 1,
                        ctl & 0x4000 ? '+' : '-', tbl & 7, tbl & ~7u);

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # bench/run: MMIO round trips to edu's liveness register (BAR0 + 0x04).
 # The client puts three edu devices at fixed slots:
 #   00:03.0  edu emulated in the client (the emulation floor)
@@ -26,7 +27,8 @@ while [ $r -le $rounds ]; do
         n=$count_remote
         [ $name = local ] && n=$count_local
         for op in r w; do
-            out=$(vfu mmio-bench /sys/bus/pci/devices/0000:00:${dev#*:}.0/resource0 4 $n $op) || return 1
+            res=/sys/bus/pci/devices/0000:00:${dev#*:}.0/resource0
+            out=$(vfu mmio-bench $res 4 $n $op) || return 1
             echo "round $r $name: $out"
             ns=$(echo "$out" | sed -n 's/.* \([0-9.]*\) ns\/access.*/\1/p')
             echo "BENCH mmio $name $op $ns"

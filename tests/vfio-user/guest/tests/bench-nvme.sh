@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # bench/run: O_DIRECT throughput of two nvme controllers at fixed slots:
 #   00:06.0  nvme emulated in the client
 #   00:07.0  nvme served by x-vfio-user-server over vfio-user-pci
@@ -31,7 +32,11 @@ nvme_disk() {
     return 1
 }
 local_disk=$(nvme_disk 06) || { echo "no disk for the local nvme"; return 1; }
-remote_disk=$(nvme_disk 07) || { echo "no disk for the vfio-user nvme"; return 1; }
+# The figure in vfu's "...: N MiB/s" and "...: N IOPS" lines.
+mibs() { echo "$1" | sed -n 's/.*: \([0-9.]*\) MiB\/s/\1/p'; }
+iops() { echo "$1" | sed -n 's/.*: \([0-9]*\) IOPS/\1/p'; }
+
+remote_disk=$(nvme_disk 07) || { echo "no vfio-user nvme disk"; return 1; }
 echo "local nvme: $local_disk, vfio-user nvme: $remote_disk"
 r=1
 while [ $r -le $rounds ]; do
@@ -39,13 +44,13 @@ while [ $r -le $rounds ]; do
         name=${dev%%:*} disk=${dev#*:}
         out=$(vfu dio-write $disk $mib) || return 1
         echo "round $r $name: $out"
-        echo "BENCH nvme $name seq-write $(echo "$out" | sed -n 's/.*: \([0-9.]*\) MiB\/s/\1/p')"
+        echo "BENCH nvme $name seq-write $(mibs "$out")"
         out=$(vfu dio-read $disk $mib) || return 1
         echo "round $r $name: $out"
-        echo "BENCH nvme $name seq-read $(echo "$out" | sed -n 's/.*: \([0-9.]*\) MiB\/s/\1/p')"
+        echo "BENCH nvme $name seq-read $(mibs "$out")"
         out=$(vfu dio-rand $disk $mib $secs) || return 1
         echo "round $r $name: $out"
-        echo "BENCH nvme $name rand-read $(echo "$out" | sed -n 's/.*: \([0-9]*\) IOPS/\1/p')"
+        echo "BENCH nvme $name rand-read $(iops "$out")"
     done
     r=$((r + 1))
 done

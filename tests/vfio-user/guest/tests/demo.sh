@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # make demo (scripts/demo): an nvme controller served by x-vfio-user-server.
 # Show the guest's view of the device, write data with O_DIRECT and read
 # it back verified, then measure sequential and 4 KiB random throughput.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # e1000e served over vfio-user, on the server's user-mode network: the
 # guest brings the link up, gets an address by DHCP and pings the
 # gateway.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # edu served over vfio-user: map BAR0 from sysfs, check the identity and
 # liveness registers.
 d=$(pci_find 1234 11e8) || { echo "no edu device"; return 1; }

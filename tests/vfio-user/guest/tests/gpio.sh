@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # gpio-pci-idio-16 from libvfio-user: the Linux driver binds and the
 # guest reads the input lines through the GPIO sysfs interface.
 d=$(pci_find 494f 0dc8) || { echo "no gpio-pci-idio-16 device"; return 1; }
@@ -25,7 +26,10 @@ for i in 16 17 18 19 20 21 22 23; do
     for e in $(ls /sys/class/gpio); do
         echo "$before" | grep -qx "$e" || line=$e
     done
-    [ -n "$line" ] && [ -f /sys/class/gpio/$line/value ] || { echo "gpio $n: no sysfs line"; return 1; }
+    if [ -z "$line" ] || [ ! -f /sys/class/gpio/$line/value ]; then
+        echo "gpio $n: no sysfs line"
+        return 1
+    fi
     vals="$vals$(cat /sys/class/gpio/$line/value)"
 done
 echo "input lines 16-23 ($line is the last): $vals"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # nvme served over vfio-user: the nvme driver binds, 32 MiB of random
 # data written with O_DIRECT reads back with the same checksum; then the
 # guest reboots (a system reset of the device) and does it again.
