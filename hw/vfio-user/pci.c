@@ -151,6 +151,7 @@ static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
     VFIOUserPCIDevice *udev = VFIO_USER_PCI(pdev);
     VFIOPCIDevice *vdev = &udev->parent_obj;
     VFIODevice *vbasedev = &vdev->vbasedev;
+    bool connected = false;
 
     if (!udev->socket) {
         error_setg(errp, "vfio-user-pci: the socket property is required");
@@ -161,6 +162,7 @@ static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
     if (!vfio_user_pci_connect(udev, errp)) {
         goto error;
     }
+    connected = true;
     vbasedev->name = g_strdup(vfio_user_pci_socket_name(udev));
     vbasedev->io_ops = &vfio_user_device_io_ops;
     vbasedev->fd = -1;
@@ -203,6 +205,11 @@ out_teardown:
     vfio_pci_teardown_msi(vdev);
     vfio_pci_bars_exit(vdev);
 error:
+    if (connected) {
+        /* Connect errors name the server already */
+        error_prepend(errp, "server %s: ",
+                      vfio_user_pci_socket_name(udev));
+    }
     error_prepend(errp, "vfio-user-pci: ");
     vfio_user_detach_device_common(vbasedev);
     vfio_user_proxy_free(udev->proxy);

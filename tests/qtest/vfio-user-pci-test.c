@@ -509,6 +509,44 @@ static void test_bad_input(void)
     qtest_quit(qts);
 }
 
+/*
+ * Realize fails at each step of the bring-up (the server's device info,
+ * region info), with a message that says what was wrong, and unwinds:
+ * QEMU stays alive and keeps no descriptor of the failed attempt.
+ */
+static void test_realize_unwind(void)
+{
+    static const struct {
+        const char *fail, *msg;
+    } cases[] = {
+        { "not-pci", "not a PCI device" },
+        { "few-regions", "unexpected number of io regions" },
+        { "many-regions", "DEVICE_GET_INFO failed" },
+        { "short-region-info", "region 0" },
+        { "wrong-region-index", "region 0" },
+        { "bad-region-caps", "region 0" },
+    };
+    QTestState *qts = qtest_init("-machine pc -display none");
+    int fds0 = -1;
+
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < ARRAY_SIZE(cases); i++) {
+            g_autoptr(Server) s = fault_start_opt("device", "--fail",
+                                                  cases[i].fail);
+            g_autofree char *msg = device_add_error(qts, "u0", s->sock);
+
+            assert_contains(msg, cases[i].msg);
+            assert_contains(msg, s->sock);
+        }
+        if (round == 0) {
+            fds0 = count_fds(qtest_pid(qts));
+        }
+    }
+    g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
+    assert_alive(qts);
+    qtest_quit(qts);
+}
+
 /* -- a server that dies -------------------------------------------------- */
 
 static void test_disconnect(void)
@@ -1471,6 +1509,7 @@ int main(int argc, char **argv)
     qtest_add_func("/vfio-user-pci/server-dma-messages",
                    test_server_dma_messages);
     qtest_add_func("/vfio-user-pci/bad-input", test_bad_input);
+    qtest_add_func("/vfio-user-pci/realize-unwind", test_realize_unwind);
     qtest_add_func("/vfio-user-pci/fault-dma", test_fault_dma);
     qtest_add_func("/vfio-user-pci/fault-dma-remap", test_fault_dma_remap);
     qtest_add_func("/vfio-user-pci/fault-dma-map-refused",

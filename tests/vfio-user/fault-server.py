@@ -41,6 +41,10 @@
 #   die-on-read  like device, but exits without replying to the Nth
 #                REGION_READ of BAR0 (--die-after N, default 1)
 #
+# --fail WHAT breaks one reply of the device's bring-up (not-pci,
+# few-regions, many-regions, short-region-info, wrong-region-index,
+# bad-region-caps), for the client's realize to fail and unwind.
+#
 # Each message is read whole; every event is logged as a JSON line.
 
 import argparse
@@ -223,8 +227,15 @@ class Server:
                        struct.pack("<HH", 0, 1) + caps.encode() + b"\0")
         elif cmd == CMD_GET_INFO:
             argsz = struct.unpack_from("<I", body)[0]
+            fl, nreg = 1 | 2, NUM_REGIONS
+            if self.args.fail == "not-pci":
+                fl = 1
+            elif self.args.fail == "few-regions":
+                nreg = 3
+            elif self.args.fail == "many-regions":
+                nreg = 100000
             self.reply(msg_id, cmd, struct.pack("<IIII", max(argsz, 16),
-                                                1 | 2, NUM_REGIONS, NUM_IRQS))
+                                                fl, nreg, NUM_IRQS))
         elif cmd == CMD_GET_REGION_INFO:
             argsz, _, index = struct.unpack_from("<III", body)
             size, fl = 0, 0
@@ -232,8 +243,15 @@ class Server:
                 size, fl = 256, 3
             elif index == BAR0:
                 size, fl = 4096, 3
-            self.reply(msg_id, cmd,
-                       struct.pack("<IIIIQQ", 32, fl, index, 0, size, 0))
+            info = struct.pack("<IIIIQQ", 32, fl, index, 0, size, 0)
+            if self.args.fail == "short-region-info" and index == BAR0:
+                info = info[:20]
+            elif self.args.fail == "wrong-region-index" and index == BAR0:
+                info = struct.pack("<IIIIQQ", 32, fl, 5, 0, size, 0)
+            elif self.args.fail == "bad-region-caps" and index == BAR0:
+                # CAPS set, cap_offset pointing past the reply
+                info = struct.pack("<IIIIQQ", 32, fl | 8, index, 200, size, 0)
+            self.reply(msg_id, cmd, info)
         elif cmd == CMD_GET_IRQ_INFO:
             argsz, _, index, _ = struct.unpack_from("<IIII", body)
             # INTx, MSI, and the error and request interrupts: one each
@@ -354,6 +372,11 @@ def main():
     p.add_argument("--mode", default="device",
                    choices=["close", "garbage", "device", "die-on-read"])
     p.add_argument("--die-after", type=int, default=1)
+    p.add_argument("--fail", default="",
+                   choices=["", "not-pci", "few-regions", "many-regions",
+                            "short-region-info", "wrong-region-index",
+                            "bad-region-caps"],
+                   help="break one reply of the device's bring-up")
     p.add_argument("--refuse-map", action="append", default=[],
                    type=lambda v: tuple(int(x, 0) for x in v.split("+")))
     p.add_argument("--log")
