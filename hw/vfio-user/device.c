@@ -396,6 +396,23 @@ static uint32_t vfio_user_xfer_max(VFIODevice *vbasedev)
     return MIN(max, 1024 * 1024 * 1024);
 }
 
+/*
+ * A REGION_READ/REGION_WRITE message with room for @count bytes of data:
+ * @small (on the caller's stack: MMIO registers) when it fits, else
+ * allocated in *@big.
+ */
+static VFIOUserRegionRW *vfio_user_rw_msg(uint8_t *small, size_t small_size,
+                                          uint32_t count, uint8_t **big)
+{
+    size_t size = sizeof(VFIOUserRegionRW) + count;
+
+    if (size <= small_size) {
+        return (VFIOUserRegionRW *)small;
+    }
+    *big = g_malloc(size);
+    return (VFIOUserRegionRW *)*big;
+}
+
 static int vfio_user_region_read(VFIODevice *vbasedev, unsigned int index,
                                  off_t off, uint32_t size, void *data)
 {
@@ -403,20 +420,14 @@ static int vfio_user_region_read(VFIODevice *vbasedev, unsigned int index,
     uint8_t small[sizeof(VFIOUserRegionRW) + VFIO_USER_SMALL_XFER];
     g_autofree uint8_t *big = NULL;
     VFIOUserRegionRW *msg;
-    uint32_t done, count, msize;
+    uint32_t done, count;
     int ret;
 
     if (vfio_user_server_lost(vbasedev)) {
         memset(data, 0xff, size);
         return size;
     }
-    msize = sizeof(*msg) + MIN(size, max);
-    if (msize <= sizeof(small)) {
-        msg = (VFIOUserRegionRW *)small;
-    } else {
-        big = g_malloc(msize);
-        msg = (VFIOUserRegionRW *)big;
-    }
+    msg = vfio_user_rw_msg(small, sizeof(small), MIN(size, max), &big);
     for (done = 0; done < size; done += count) {
         count = MIN(size - done, max);
         vfio_user_msg_init(&msg->hdr, VFIO_USER_REGION_READ, sizeof(*msg));
@@ -454,7 +465,7 @@ static int vfio_user_region_write(VFIODevice *vbasedev, unsigned int index,
     g_autofree uint8_t *big = NULL;
     unsigned int flags = 0;
     VFIOUserRegionRW *msg;
-    uint32_t done, count, msize;
+    uint32_t done, count;
     int ret;
 
     if (vfio_user_server_lost(vbasedev)) {
@@ -463,13 +474,7 @@ static int vfio_user_region_write(VFIODevice *vbasedev, unsigned int index,
     if (post && !udev->no_posted_writes) {
         flags |= VFIO_USER_SEND_NO_REPLY;
     }
-    msize = sizeof(*msg) + MIN(size, max);
-    if (msize <= sizeof(small)) {
-        msg = (VFIOUserRegionRW *)small;
-    } else {
-        big = g_malloc(msize);
-        msg = (VFIOUserRegionRW *)big;
-    }
+    msg = vfio_user_rw_msg(small, sizeof(small), MIN(size, max), &big);
     for (done = 0; done < size; done += count) {
         count = MIN(size - done, max);
         vfio_user_msg_init(&msg->hdr, VFIO_USER_REGION_WRITE,
