@@ -547,6 +547,24 @@ static void test_realize_unwind(void)
     qtest_quit(qts);
 }
 
+/* A guest vIOMMU is refused at realize, clearly; QEMU goes on. */
+static void test_viommu_refused(void)
+{
+    g_autoptr(Server) s = remote_start("edu");
+    QTestState *qts = qtest_init("-machine q35 -display none "
+                                 "-device intel-iommu -device "
+                                 "pcie-root-port,id=rp0,chassis=1");
+    QDict *resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
+                            "{'driver': 'vfio-user-pci', 'id': 'vu0', "
+                            "'bus': 'rp0', 'socket': %s}}", s->sock);
+    const char *msg = qdict_get_str(qdict_get_qdict(resp, "error"), "desc");
+
+    assert_contains(msg, "vIOMMU is not supported");
+    assert_contains(msg, s->sock);
+    qobject_unref(resp);
+    qtest_quit(qts);
+}
+
 /* -- a server that dies -------------------------------------------------- */
 
 static void test_disconnect(void)
@@ -1510,6 +1528,7 @@ int main(int argc, char **argv)
                    test_server_dma_messages);
     qtest_add_func("/vfio-user-pci/bad-input", test_bad_input);
     qtest_add_func("/vfio-user-pci/realize-unwind", test_realize_unwind);
+    qtest_add_func("/vfio-user-pci/viommu-refused", test_viommu_refused);
     qtest_add_func("/vfio-user-pci/fault-dma", test_fault_dma);
     qtest_add_func("/vfio-user-pci/fault-dma-remap", test_fault_dma_remap);
     qtest_add_func("/vfio-user-pci/fault-dma-map-refused",
