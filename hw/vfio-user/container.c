@@ -33,6 +33,9 @@
 #include "container.h"
 #include "trace.h"
 
+/* DMA map/unmap messages in flight at most, per device */
+#define VFIO_USER_DMA_MAX_INFLIGHT      64
+
 struct VFIOUserContainer {
     VFIOContainerBase bcontainer;
     VFIOUserPCIDevice *udev;
@@ -141,7 +144,15 @@ static int vfio_user_dma_flush(VFIOUserContainer *c)
     Error *err;
     int ret = 0;
 
-    assert(!qemu_in_coroutine());
+    if (qemu_in_coroutine()) {
+        /*
+         * A memory transaction committed from a coroutine (incoming
+         * migration loads config space in one) cannot wait here: the
+         * replies come in later, and failures are reported at the next
+         * flush.
+         */
+        return 0;
+    }
     AIO_WAIT_WHILE(NULL, c->inflight > 0);
     err = g_steal_pointer(&c->batch_err);
     if (err) {
@@ -171,6 +182,10 @@ static int vfio_user_dma_send(VFIOUserContainer *c, VFIOUserDMAOp *op)
         /* A lost server has no maps left to change. */
         g_free(op);
         return 0;
+    }
+    if (c->inflight >= VFIO_USER_DMA_MAX_INFLIGHT && !qemu_in_coroutine()) {
+        /* Bound the coroutines (and message ids) one transaction uses */
+        AIO_WAIT_WHILE(NULL, c->inflight >= VFIO_USER_DMA_MAX_INFLIGHT);
     }
     op->container = c;
     c->inflight++;
@@ -239,36 +254,35 @@ static int vfio_user_dma_unmap(const VFIOContainerBase *bcontainer,
 {
     VFIOUserContainer *c = VFIO_IOMMU_USER(bcontainer);
     DMAMap window = { .iova = iova, .size = size - 1 };
-    VFIOUserDMAOp *op;
     const DMAMap *m;
-    bool mapped = false;
+    int ret = 0;
 
-    /* From now on the server's requests for the range are refused. */
+    /*
+     * Unmap each map the range touches, whole: servers take an unmap only
+     * for exactly a range they were given (libvfio-user does), and a
+     * single unmap can cover several maps (virtio-mem maps by granule).
+     * Nothing of the range mapped (we or the server refused the map):
+     * nothing to send.  From now on the server's requests for these
+     * ranges are refused.
+     */
     while ((m = iova_tree_find(c->maps, &window))) {
         DMAMap old = *m;
+        VFIOUserDMAOp *op;
 
         iova_tree_remove(c->maps, old);
         c->nr_maps--;
-        mapped = true;
-    }
-    if (!mapped) {
-        /*
-         * Nothing of it is mapped: we refused the map, or the server did
-         * (its failed DMA_MAP took the range out of the tree).  An unmap
-         * would only earn an error reply.
-         */
-        return 0;
-    }
 
-    op = g_new0(VFIOUserDMAOp, 1);
-    op->fd = -1;
-    vfio_user_msg_init(&op->msg.hdr, VFIO_USER_DMA_UNMAP,
-                       sizeof(op->msg.unmap));
-    op->msg.unmap.argsz = cpu_to_le32(sizeof(op->msg.unmap) -
-                                      sizeof(op->msg.hdr));
-    op->msg.unmap.address = cpu_to_le64(iova);
-    op->msg.unmap.size = cpu_to_le64(size);
-    return vfio_user_dma_send(c, op);
+        op = g_new0(VFIOUserDMAOp, 1);
+        op->fd = -1;
+        vfio_user_msg_init(&op->msg.hdr, VFIO_USER_DMA_UNMAP,
+                           sizeof(op->msg.unmap));
+        op->msg.unmap.argsz = cpu_to_le32(sizeof(op->msg.unmap) -
+                                          sizeof(op->msg.hdr));
+        op->msg.unmap.address = cpu_to_le64(old.iova);
+        op->msg.unmap.size = cpu_to_le64(old.size + 1);
+        ret = vfio_user_dma_send(c, op) ?: ret;
+    }
+    return ret;
 }
 
 static void vfio_user_listener_begin(VFIOContainerBase *bcontainer)

@@ -14,6 +14,7 @@
 
 #include "qapi/error.h"
 #include "qemu/error-report.h"
+#include "hw/pci/pci.h"
 #include "hw/vfio-user/proxy.h"
 #include "device.h"
 #include "trace.h"
@@ -57,8 +58,10 @@ static bool vfio_user_server_lost(VFIODevice *vbasedev)
 {
     VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
 
-    return udev->server_lost ||
-           vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED;
+    /* During realize a lost server is an error: realize fails. */
+    return DEVICE(udev)->realized &&
+           (udev->server_lost ||
+            vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED);
 }
 
 /* The payload of a reply, after the header. */
@@ -170,6 +173,24 @@ static int vfio_user_region_fd(int *fds, unsigned int nfds)
     return fds[0];
 }
 
+/*
+ * Sizes hw/vfio relies on: config space is a PCI or PCIe config space, a
+ * ROM holds at least a ROM header and stays loadable, BARs stay below
+ * what a guest can map.
+ */
+static bool vfio_user_region_size_valid(uint32_t index, uint64_t size)
+{
+    switch (index) {
+    case VFIO_PCI_CONFIG_REGION_INDEX:
+        return size == PCI_CONFIG_SPACE_SIZE ||
+               size == PCIE_CONFIG_SPACE_SIZE;
+    case VFIO_PCI_ROM_REGION_INDEX:
+        return !size || (size >= 0x1c && size <= VFIO_USER_MAX_ROM_SIZE);
+    default:
+        return size <= VFIO_USER_MAX_REGION_SIZE;
+    }
+}
+
 static int vfio_user_get_region_info(VFIODevice *vbasedev,
                                      struct vfio_region_info *info, int *fd)
 {
@@ -225,9 +246,14 @@ static int vfio_user_get_region_info(VFIODevice *vbasedev,
         info->cap_offset = 0;
         goto err;
     }
+    /* hw/vfio keeps info->argsz bytes: the capabilities must lie there */
+    len = MIN(len, info->argsz);
     if (!(info->flags & VFIO_REGION_INFO_FLAG_CAPS)) {
         info->cap_offset = 0;
     } else if (!vfio_user_region_caps_valid(info, len)) {
+        goto err;
+    }
+    if (!vfio_user_region_size_valid(index, info->size)) {
         goto err;
     }
     if (rfd < 0) {

@@ -7,6 +7,7 @@
 #ifndef HW_VFIO_USER_DEVICE_H
 #define HW_VFIO_USER_DEVICE_H
 
+#include "qemu/units.h"
 #include "hw/vfio/pci.h"
 #include "hw/vfio-user/proxy.h"
 
@@ -24,6 +25,7 @@ struct VFIOUserPCIDevice {
 
     VFIOProxy *proxy;
     struct VFIOUserContainer *container;
+    Error *migration_blocker;
     /*
      * The server is gone: reads return all ones and writes are dropped
      * until the device is unplugged.  Reported once.
@@ -49,6 +51,9 @@ static inline VFIOUserPCIDevice *vfio_user_pci_from_vbasedev(VFIODevice *vbd)
 #define VFIO_USER_MAX_IRQ_COUNT         2048
 /* File descriptors a region info reply may carry (one per sparse area) */
 #define VFIO_USER_MAX_REGION_FDS        16
+/* The largest ROM and other region a server may report */
+#define VFIO_USER_MAX_ROM_SIZE          (16 * MiB)
+#define VFIO_USER_MAX_REGION_SIZE       (1ULL << 40)
 /* The largest region info (with its capabilities) we accept. */
 #define VFIO_USER_MAX_REGION_INFO       4096
 

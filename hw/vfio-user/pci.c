@@ -21,6 +21,7 @@
 #include "hw/pci/pci.h"
 #include "hw/pci/pcie.h"
 #include "hw/qdev-properties.h"
+#include "migration/blocker.h"
 #include "device.h"
 #include "container.h"
 #include "trace.h"
@@ -94,7 +95,10 @@ static bool vfio_user_pci_get_info(VFIOUserPCIDevice *udev, Error **errp)
 /*
  * Writes to memory BARs are posted (sent without waiting for a reply)
  * unless x-no-posted-writes; config space and I/O-port BARs wait.  The
- * server handles messages in order, so a later read sees them.
+ * server handles messages in order, so a later read by message sees
+ * them.  A read of an mmap-ed area does not go through the socket and
+ * would not be ordered after them: the message-accessed parts of a BAR
+ * with mmap-ed areas are not posted.  Other BARs keep posting.
  */
 static void vfio_user_pci_setup_posted_writes(VFIOUserPCIDevice *udev)
 {
@@ -102,9 +106,59 @@ static void vfio_user_pci_setup_posted_writes(VFIOUserPCIDevice *udev)
     int i;
 
     for (i = 0; i < PCI_ROM_SLOT; i++) {
-        vdev->bars[i].region.post_writes = !udev->no_posted_writes &&
-                                           !vdev->bars[i].ioport;
+        VFIORegion *region = &vdev->bars[i].region;
+
+        region->post_writes = !udev->no_posted_writes &&
+                              !vdev->bars[i].ioport && !region->nr_mmaps;
     }
+}
+
+/*
+ * The config space comes from the server: check its capability lists
+ * before anything walks them (pci_find_capability() and the vfio-pci
+ * base follow them without bounds, trusting a kernel that checks them).
+ */
+static bool vfio_user_pci_check_caps(VFIOUserPCIDevice *udev, Error **errp)
+{
+    VFIOPCIDevice *vdev = &udev->parent_obj;
+    uint8_t *config = vdev->pdev.config;
+    DECLARE_BITMAP(seen, PCIE_CONFIG_SPACE_SIZE / 4) = { 0 };
+    uint32_t pos, header;
+    int n;
+
+    if (pci_get_word(config + PCI_STATUS) & PCI_STATUS_CAP_LIST) {
+        pos = config[PCI_CAPABILITY_LIST];
+        for (n = 0; pos; n++) {
+            if (pos < PCI_CONFIG_HEADER_SIZE || (pos & 3) ||
+                pos > PCI_CONFIG_SPACE_SIZE - 4 || test_bit(pos / 4, seen) ||
+                n >= (PCI_CONFIG_SPACE_SIZE - PCI_CONFIG_HEADER_SIZE) / 4) {
+                error_setg(errp, "invalid capability list in config space "
+                           "(at 0x%x)", pos);
+                return false;
+            }
+            set_bit(pos / 4, seen);
+            pos = config[pos + PCI_CAP_LIST_NEXT];
+        }
+    }
+    if (vdev->config_size <= PCI_CONFIG_SPACE_SIZE) {
+        return true;
+    }
+    header = pci_get_long(config + PCI_CONFIG_SPACE_SIZE);
+    if (!header || header == 0xffffffff) {
+        return true;
+    }
+    for (pos = PCI_CONFIG_SPACE_SIZE, n = 0; pos; n++) {
+        if (pos < PCI_CONFIG_SPACE_SIZE || (pos & 3) ||
+            pos > PCIE_CONFIG_SPACE_SIZE - 4 || test_bit(pos / 4, seen) ||
+            n >= (PCIE_CONFIG_SPACE_SIZE - PCI_CONFIG_SPACE_SIZE) / 4) {
+            error_setg(errp, "invalid extended capability list in config "
+                       "space (at 0x%x)", pos);
+            return false;
+        }
+        set_bit(pos / 4, seen);
+        pos = PCI_EXT_CAP_NEXT(pci_get_long(config + pos));
+    }
+    return true;
 }
 
 static void vfio_user_pci_override_class(VFIOUserPCIDevice *udev)
@@ -185,22 +239,38 @@ static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
     if (!vfio_pci_config_setup(vdev, errp)) {
         goto error;
     }
+    if (!vfio_user_pci_check_caps(udev, errp)) {
+        goto error;
+    }
     vfio_user_pci_override_class(udev);
     vfio_pci_bars_prepare(vdev);
-    vfio_user_pci_setup_posted_writes(udev);
     if (!vfio_pci_msix_early_setup(vdev, errp)) {
         goto error;
     }
     vfio_pci_bars_register(vdev);
+    vfio_user_pci_setup_posted_writes(udev);
     if (!vfio_pci_add_capabilities(vdev, errp)) {
         goto out_teardown;
     }
     if (!vfio_pci_interrupt_setup(vdev, errp)) {
-        goto out_teardown;
+        goto out_deregister;
+    }
+    /* Neither its state nor what it writes to guest memory migrate yet. */
+    error_setg(&udev->migration_blocker, "vfio-user-pci %s: migration of a "
+               "vfio-user device is not supported", vbasedev->name);
+    if (migrate_add_blocker_normal(&udev->migration_blocker, errp) < 0) {
+        goto out_deregister;
+    }
+    if (vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED) {
+        error_setg(errp, "the server went away during realize");
+        migrate_del_blocker(&udev->migration_blocker);
+        goto out_deregister;
     }
     vfio_pci_notifiers_register(vdev);
     return;
 
+out_deregister:
+    vfio_pci_interrupt_teardown(vdev);
 out_teardown:
     vfio_pci_teardown_msi(vdev);
     vfio_pci_bars_exit(vdev);
@@ -222,6 +292,7 @@ static void vfio_user_pci_exit(PCIDevice *pdev)
     PCIDeviceClass *base = PCI_DEVICE_CLASS(
         object_class_by_name(TYPE_VFIO_PCI_BASE));
 
+    migrate_del_blocker(&udev->migration_blocker);
     base->exit(pdev);
     /* Unmap guest memory while the server can still hear it. */
     vfio_user_detach_device_common(&udev->parent_obj.vbasedev);

@@ -525,6 +525,8 @@ static void test_realize_unwind(void)
         { "short-region-info", "region 0" },
         { "wrong-region-index", "region 0" },
         { "bad-region-caps", "region 0" },
+        { "cap-loop", "invalid capability list" },
+        { "msix-bir", "MSI-X table (BAR 7" },
     };
     QTestState *qts = qtest_init("-machine pc -display none");
     int fds0 = -1;

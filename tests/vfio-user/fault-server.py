@@ -43,7 +43,9 @@
 #
 # --fail WHAT breaks one reply of the device's bring-up (not-pci,
 # few-regions, many-regions, short-region-info, wrong-region-index,
-# bad-region-caps), for the client's realize to fail and unwind.
+# bad-region-caps, cap-loop: a config space capability list that loops,
+# msix-bir: an MSI-X table in BAR 7), for the client's realize to fail
+# and unwind.
 #
 # Each message is read whole; every event is logged as a JSON line.
 
@@ -82,6 +84,11 @@ class Server:
         self.cfg[0x34] = 0x40       # capabilities: MSI at 0x40
         self.cfg[0x3d] = 1          # INTA
         struct.pack_into("<BBH", self.cfg, 0x40, 0x05, 0x00, 0x0000)
+        if args.fail == "cap-loop":
+            self.cfg[0x41] = 0x40           # MSI's next: itself
+        elif args.fail == "msix-bir":
+            self.cfg[0x41] = 0x50           # MSI, then MSI-X at 0x50
+            struct.pack_into("<BBHII", self.cfg, 0x50, 0x11, 0, 0, 7, 7)
         self.bar0_mask = ~(4096 - 1) & 0xffffffff
         self.armed_read = False
         self.bar0_reads = 0
@@ -375,7 +382,7 @@ def main():
     p.add_argument("--fail", default="",
                    choices=["", "not-pci", "few-regions", "many-regions",
                             "short-region-info", "wrong-region-index",
-                            "bad-region-caps"],
+                            "bad-region-caps", "cap-loop", "msix-bir"],
                    help="break one reply of the device's bring-up")
     p.add_argument("--refuse-map", action="append", default=[],
                    type=lambda v: tuple(int(x, 0) for x in v.split("+")))
