@@ -14,6 +14,7 @@
  */
 
 #include "qemu/osdep.h"
+#include <sys/un.h>
 #include "qapi/error.h"
 #include "qemu/atomic.h"
 #include "qemu/coroutine.h"
@@ -1386,6 +1387,62 @@ int vfio_user_proxy_attach(VFIOProxy *proxy, QIOChannelSocket *sioc,
     return ret;
 }
 
+/*
+ * Connect to a UNIX socket, waiting at most @timeout_ms (0: forever) for
+ * a server whose backlog is full: libvfio-user listens for one client,
+ * and a connect() queued behind another would otherwise block the caller
+ * (and the BQL) for as long as that server lives.  A UNIX stream socket
+ * waits in connect() for at most its send timeout.
+ */
+static QIOChannelSocket *vfio_user_connect_unix(const char *path,
+                                                uint32_t timeout_ms,
+                                                Error **errp)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    struct timeval tv = {
+        .tv_sec = timeout_ms / 1000, .tv_usec = timeout_ms % 1000 * 1000,
+    };
+    QIOChannelSocket *sioc;
+    int fd, ret;
+
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        error_setg(errp, "socket path too long");
+        return NULL;
+    }
+    strcpy(sun.sun_path, path);
+    fd = qemu_socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "cannot create a socket");
+        return NULL;
+    }
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
+        error_setg_errno(errp, errno, "cannot set a connect timeout");
+        close(fd);
+        return NULL;
+    }
+    do {
+        ret = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+    } while (ret < 0 && errno == EINTR);
+    if (ret < 0) {
+        if (errno == EAGAIN) {
+            error_setg(errp, "the server did not accept the connection "
+                       "within %u ms (is another client connected?)",
+                       timeout_ms);
+        } else {
+            error_setg_errno(errp, errno, "cannot connect");
+        }
+        close(fd);
+        return NULL;
+    }
+    tv = (struct timeval) { 0 };
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    sioc = qio_channel_socket_new_fd(fd, errp);
+    if (!sioc) {
+        close(fd);
+    }
+    return sioc;
+}
+
 int vfio_user_proxy_connect(VFIOProxy *proxy, SocketAddress *addr,
                             Error **errp)
 {
@@ -1405,8 +1462,16 @@ int vfio_user_proxy_connect(VFIOProxy *proxy, SocketAddress *addr,
         return -EINVAL;
     }
 
-    sioc = qio_channel_socket_new();
-    if (qio_channel_socket_connect_sync(sioc, addr, errp) < 0) {
+    if (addr->type == SOCKET_ADDRESS_TYPE_UNIX) {
+        sioc = vfio_user_connect_unix(addr->u.q_unix.path, proxy->timeout_ms,
+                                      errp);
+    } else {
+        sioc = qio_channel_socket_new();
+        if (qio_channel_socket_connect_sync(sioc, addr, errp) < 0) {
+            g_clear_pointer(&sioc, object_unref);
+        }
+    }
+    if (!sioc) {
         error_prepend(errp, "vfio-user server %s: ", name);
         return -ECONNREFUSED;
     }

@@ -11,6 +11,8 @@
  */
 
 #include "qemu/osdep.h"
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include "libqtest.h"
@@ -502,6 +504,31 @@ static void test_bad_input(void)
         assert_contains(msg, "VERSION");
         g_free(msg);
         msg = NULL;
+    }
+
+    /* A server that never accepts, its one-connection backlog taken */
+    {
+        g_autofree char *path = g_build_filename(dir, "busy.sock", NULL);
+        struct sockaddr_un sun = { .sun_family = AF_UNIX };
+        int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+        int cfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        gint64 t0;
+
+        g_strlcpy(sun.sun_path, path, sizeof(sun.sun_path));
+        g_assert(!bind(lfd, (struct sockaddr *)&sun, sizeof(sun)));
+        g_assert(!listen(lfd, 0));
+        g_assert(!connect(cfd, (struct sockaddr *)&sun, sizeof(sun)));
+        t0 = g_get_monotonic_time();
+        resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
+                         "{'driver': 'vfio-user-pci', 'id': 'b6', "
+                         "'x-msg-timeout': 300, 'socket': %s}}", path);
+        assert_contains(qdict_get_str(qdict_get_qdict(resp, "error"),
+                                      "desc"), "did not accept");
+        qobject_unref(resp);
+        g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
+        close(cfd);
+        close(lfd);
+        unlink(path);
     }
 
     assert_alive(qts);
