@@ -114,31 +114,45 @@ static void vfio_user_pci_setup_posted_writes(VFIOUserPCIDevice *udev)
 }
 
 /*
+ * Walk the capability list starting at @pos, whose entries must lie in
+ * [@lo, @hi), 4-byte aligned, each once (@seen, shared by both lists).
+ */
+static bool vfio_user_pci_check_cap_list(const uint8_t *config, uint32_t pos,
+                                         uint32_t lo, uint32_t hi, bool ext,
+                                         unsigned long *seen, Error **errp)
+{
+    while (pos) {
+        if (pos < lo || (pos & 3) || pos > hi - 4 || test_bit(pos / 4, seen)) {
+            error_setg(errp, "invalid %scapability list in config space "
+                       "(at 0x%x)", ext ? "extended " : "", pos);
+            return false;
+        }
+        set_bit(pos / 4, seen);
+        pos = ext ? PCI_EXT_CAP_NEXT(pci_get_long(config + pos)) :
+                    config[pos + PCI_CAP_LIST_NEXT];
+    }
+    return true;
+}
+
+/*
  * The config space comes from the server: check its capability lists
  * before anything walks them (pci_find_capability() and the vfio-pci
  * base follow them without bounds, trusting a kernel that checks them).
+ * An entry seen twice is a loop, so the walks end.
  */
 static bool vfio_user_pci_check_caps(VFIOUserPCIDevice *udev, Error **errp)
 {
     VFIOPCIDevice *vdev = &udev->parent_obj;
-    uint8_t *config = vdev->pdev.config;
+    const uint8_t *config = vdev->pdev.config;
     DECLARE_BITMAP(seen, PCIE_CONFIG_SPACE_SIZE / 4) = { 0 };
-    uint32_t pos, header;
-    int n;
+    uint32_t header;
 
-    if (pci_get_word(config + PCI_STATUS) & PCI_STATUS_CAP_LIST) {
-        pos = config[PCI_CAPABILITY_LIST];
-        for (n = 0; pos; n++) {
-            if (pos < PCI_CONFIG_HEADER_SIZE || (pos & 3) ||
-                pos > PCI_CONFIG_SPACE_SIZE - 4 || test_bit(pos / 4, seen) ||
-                n >= (PCI_CONFIG_SPACE_SIZE - PCI_CONFIG_HEADER_SIZE) / 4) {
-                error_setg(errp, "invalid capability list in config space "
-                           "(at 0x%x)", pos);
-                return false;
-            }
-            set_bit(pos / 4, seen);
-            pos = config[pos + PCI_CAP_LIST_NEXT];
-        }
+    if ((pci_get_word(config + PCI_STATUS) & PCI_STATUS_CAP_LIST) &&
+        !vfio_user_pci_check_cap_list(config, config[PCI_CAPABILITY_LIST],
+                                      PCI_CONFIG_HEADER_SIZE,
+                                      PCI_CONFIG_SPACE_SIZE, false, seen,
+                                      errp)) {
+        return false;
     }
     if (vdev->config_size <= PCI_CONFIG_SPACE_SIZE) {
         return true;
@@ -147,18 +161,10 @@ static bool vfio_user_pci_check_caps(VFIOUserPCIDevice *udev, Error **errp)
     if (!header || header == 0xffffffff) {
         return true;
     }
-    for (pos = PCI_CONFIG_SPACE_SIZE, n = 0; pos; n++) {
-        if (pos < PCI_CONFIG_SPACE_SIZE || (pos & 3) ||
-            pos > PCIE_CONFIG_SPACE_SIZE - 4 || test_bit(pos / 4, seen) ||
-            n >= (PCIE_CONFIG_SPACE_SIZE - PCI_CONFIG_SPACE_SIZE) / 4) {
-            error_setg(errp, "invalid extended capability list in config "
-                       "space (at 0x%x)", pos);
-            return false;
-        }
-        set_bit(pos / 4, seen);
-        pos = PCI_EXT_CAP_NEXT(pci_get_long(config + pos));
-    }
-    return true;
+    return vfio_user_pci_check_cap_list(config, PCI_CONFIG_SPACE_SIZE,
+                                        PCI_CONFIG_SPACE_SIZE,
+                                        PCIE_CONFIG_SPACE_SIZE, true, seen,
+                                        errp);
 }
 
 static void vfio_user_pci_override_class(VFIOUserPCIDevice *udev)
