@@ -13,6 +13,7 @@
 #include "qemu/osdep.h"
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include "libqtest.h"
@@ -84,6 +85,12 @@ static void server_wait_socket(Server *s)
     g_error("server did not create %s", s->sock);
 }
 
+/* A server dies with the test, even when a failed assertion aborts it. */
+static void server_child_setup(gpointer opaque)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
 static Server *server_spawn(char **argv, Server *s)
 {
     g_autoptr(GError) err = NULL;
@@ -93,8 +100,8 @@ static Server *server_spawn(char **argv, Server *s)
     g_assert(g_spawn_async_with_fds(NULL, argv, NULL,
                                     G_SPAWN_DO_NOT_REAP_CHILD |
                                     G_SPAWN_STDIN_FROM_DEV_NULL,
-                                    NULL, NULL, &s->pid, -1, out, out,
-                                    &err));
+                                    server_child_setup, NULL, &s->pid, -1,
+                                    out, out, &err));
     close(out);
     server_wait_socket(s);
     return s;
