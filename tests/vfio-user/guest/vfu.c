@@ -147,6 +147,25 @@ static uint64_t fnv(const uint8_t *p, size_t n, uint64_t h)
 
 #define CHUNK (1024 * 1024)
 
+/*
+ * Open @path for O_DIRECT I/O and allocate a @size-byte buffer aligned
+ * for it.  Returns the fd, or -1 after printing why.
+ */
+static int open_direct(const char *path, int flags, size_t size,
+                       uint8_t **buf)
+{
+    int fd = open(path, flags | O_DIRECT);
+
+    if (fd < 0 || posix_memalign((void **)buf, 4096, size)) {
+        perror(path);
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    return fd;
+}
+
 static int dio(int argc, char **argv)
 {
     int fd, mib, i;
@@ -159,9 +178,8 @@ static int dio(int argc, char **argv)
     }
     mib = atoi(argv[3]);
     seed = num(argv[4]) | 1;
-    fd = open(argv[2], O_RDWR | O_DIRECT);
-    if (fd < 0 || posix_memalign((void **)&buf, 4096, CHUNK)) {
-        perror(argv[2]);
+    fd = open_direct(argv[2], O_RDWR, CHUNK, &buf);
+    if (fd < 0) {
         return 1;
     }
     s = seed;
@@ -205,9 +223,8 @@ static int dio_read(int argc, char **argv)
         return 2;
     }
     mib = atoi(argv[3]);
-    fd = open(argv[2], O_RDONLY | O_DIRECT);
-    if (fd < 0 || posix_memalign((void **)&buf, 4096, CHUNK)) {
-        perror(argv[2]);
+    fd = open_direct(argv[2], O_RDONLY, CHUNK, &buf);
+    if (fd < 0) {
         return 1;
     }
     t0 = now();
@@ -235,9 +252,8 @@ static int dio_rand(int argc, char **argv)
     }
     blocks = atol(argv[3]) * 256;
     secs = atof(argv[4]);
-    fd = open(argv[2], O_RDONLY | O_DIRECT);
-    if (fd < 0 || posix_memalign((void **)&buf, 4096, 4096)) {
-        perror(argv[2]);
+    fd = open_direct(argv[2], O_RDONLY, 4096, &buf);
+    if (fd < 0) {
         return 1;
     }
     t0 = now();
@@ -264,9 +280,8 @@ static int dio_write(int argc, char **argv)
         return 2;
     }
     mib = atoi(argv[3]);
-    fd = open(argv[2], O_WRONLY | O_DIRECT);
-    if (fd < 0 || posix_memalign((void **)&buf, 4096, CHUNK)) {
-        perror(argv[2]);
+    fd = open_direct(argv[2], O_WRONLY, CHUNK, &buf);
+    if (fd < 0) {
         return 1;
     }
     for (i = 0; i < CHUNK; i++) {
