@@ -221,6 +221,16 @@ static QPCIDevice *find_dev(QPCIBus *bus)
     return dev;
 }
 
+/* Undo client_start(), qpci_new_pc(), find_dev() and qpci_iomap(). */
+static void client_end(QTestState *qts, QPCIBus *bus, QPCIDevice *dev,
+                       QPCIBar bar)
+{
+    qpci_iounmap(dev, bar);
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+}
+
 static int count_fds(pid_t pid)
 {
     g_autofree char *path = g_strdup_printf("/proc/%d/fd", pid);
@@ -295,10 +305,7 @@ static void test_edu_registers(void)
     }
     g_assert_cmphex(qpci_io_readl(dev, bar0, 0x04), ==, ~63u);
 
-    qpci_iounmap(dev, bar0);
-    g_free(dev);
-    qpci_free_pc(bus);
-    qtest_quit(qts);
+    client_end(qts, bus, dev, bar0);
 }
 
 static void test_edu_reset(void)
@@ -324,10 +331,7 @@ static void test_edu_reset(void)
     qpci_io_writel(dev, bar0, 0x04, 1);
     g_assert_cmphex(qpci_io_readl(dev, bar0, 0x04), ==, ~1u);
 
-    qpci_iounmap(dev, bar0);
-    g_free(dev);
-    qpci_free_pc(bus);
-    qtest_quit(qts);
+    client_end(qts, bus, dev, bar0);
 }
 
 /* The JSON -device form and the unix: form of the socket property. */
@@ -748,10 +752,7 @@ static void test_edu_dma(void)
     /* Many transfers leave no descriptor behind. */
     g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
 
-    qpci_iounmap(dev, bar0);
-    g_free(dev);
-    qpci_free_pc(bus);
-    qtest_quit(qts);
+    client_end(qts, bus, dev, bar0);
 }
 
 /*
@@ -803,10 +804,7 @@ static void test_edu_msi(void)
     qtest_memread(qts, 0x130000, out, sizeof(out));
     g_assert(memcmp(buf, out, sizeof(buf)) == 0);
 
-    qpci_iounmap(dev, bar0);
-    g_free(dev);
-    qpci_free_pc(bus);
-    qtest_quit(qts);
+    client_end(qts, bus, dev, bar0);
 }
 
 /* Route slot 4's INTA to INTX_GSI and watch that IOAPIC input. */
@@ -848,10 +846,7 @@ static void test_edu_intx(void)
     }
     g_assert_false(qtest_get_irq(qts, INTX_GSI));
 
-    qpci_iounmap(dev, bar0);
-    g_free(dev);
-    qpci_free_pc(bus);
-    qtest_quit(qts);
+    client_end(qts, bus, dev, bar0);
 }
 
 /* The file of @s's directory named @name (removed with the server). */
@@ -1151,10 +1146,7 @@ static void test_fault_dma(void)
     g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
     assert_alive(qts);
 
-    qpci_iounmap(dev, bar0);
-    g_free(dev);
-    qpci_free_pc(bus);
-    qtest_quit(qts);
+    client_end(qts, bus, dev, bar0);
 }
 
 /*
@@ -1179,10 +1171,7 @@ static void test_fault_dma_big_write(void)
     g_assert_cmpint(fault_dma(dev, bar0, s, 5, 0x123450, NULL), ==, 0);
     assert_alive(qts);
 
-    qpci_iounmap(dev, bar0);
-    g_free(dev);
-    qpci_free_pc(bus);
-    qtest_quit(qts);
+    client_end(qts, bus, dev, bar0);
 }
 
 /* i440FX's PAM register for 0xc0000-0xc7fff: 3 RAM, 1 RAM read-only, 0 ROM */
