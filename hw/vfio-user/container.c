@@ -127,15 +127,6 @@ static void coroutine_fn vfio_user_dma_co(void *opaque)
     aio_wait_kick();
 }
 
-static void vfio_user_dma_refuse(VFIOUserContainer *c, hwaddr iova,
-                                 ram_addr_t size, const char *why)
-{
-    Error *err = NULL;
-
-    error_setg(&err, "DMA_MAP of 0x%" HWADDR_PRIx "+0x%" PRIx64
-               " refused: %s", iova, (uint64_t)size, why);
-    vfio_user_dma_failed(c, err);
-}
 
 /* Wait for the replies of every message sent, then report failures. */
 static int vfio_user_dma_flush(VFIOUserContainer *c)
@@ -197,6 +188,18 @@ static int vfio_user_dma_send(VFIOUserContainer *c, VFIOUserDMAOp *op)
     return 0;
 }
 
+/* Refuse a map: a failure of the batch, reported at its flush. */
+static int vfio_user_dma_refuse(VFIOUserContainer *c, hwaddr iova,
+                                ram_addr_t size, const char *why)
+{
+    Error *err = NULL;
+
+    error_setg(&err, "DMA_MAP of 0x%" HWADDR_PRIx "+0x%" PRIx64
+               " refused: %s", iova, (uint64_t)size, why);
+    vfio_user_dma_failed(c, err);
+    return c->batching ? 0 : vfio_user_dma_flush(c);
+}
+
 static int vfio_user_dma_map(const VFIOContainerBase *bcontainer,
                              hwaddr iova, ram_addr_t size, void *vaddr,
                              bool readonly)
@@ -214,14 +217,13 @@ static int vfio_user_dma_map(const VFIOContainerBase *bcontainer,
     int fd = -1;
 
     if (!size || (iova & pgmask) || (size & pgmask)) {
-        vfio_user_dma_refuse(c, iova, size, "not aligned to the server's "
-                             "smallest DMA page size (pgsizes)");
-        return c->batching ? 0 : vfio_user_dma_flush(c);
+        return vfio_user_dma_refuse(c, iova, size, "not aligned to the "
+                                    "server's smallest DMA page size "
+                                    "(pgsizes)");
     }
     if (c->nr_maps >= caps->max_dma_maps) {
-        vfio_user_dma_refuse(c, iova, size, "the server's max_dma_maps "
-                             "is reached");
-        return c->batching ? 0 : vfio_user_dma_flush(c);
+        return vfio_user_dma_refuse(c, iova, size,
+                                    "the server's max_dma_maps is reached");
     }
     mr = vfio_container_dma_map_source(vaddr, &fd, &offset);
     if (!mr || !mr->ram_block || !qemu_ram_is_shared(mr->ram_block)) {
@@ -230,8 +232,8 @@ static int vfio_user_dma_map(const VFIOContainerBase *bcontainer,
         offset = 0;
     }
     if (iova_tree_insert(c->maps, &window) != IOVA_OK) {
-        vfio_user_dma_refuse(c, iova, size, "it overlaps an existing map");
-        return c->batching ? 0 : vfio_user_dma_flush(c);
+        return vfio_user_dma_refuse(c, iova, size,
+                                    "it overlaps an existing map");
     }
     c->nr_maps++;
 
