@@ -9,9 +9,16 @@
  * reaches it with DMA_READ/DMA_WRITE, which vfio_user_container_dma_rw()
  * serves after checking them against the maps.
  *
- * The messages of one memory transaction are sent back to back and their
- * replies collected at its commit, so a transaction costs about one round
- * trip; every failure is reported.
+ * The listener runs inside memory transactions, where no event loop may
+ * run (bottom halves and coroutines of unrelated code would run in the
+ * middle of the transaction): it never waits.  Each map or unmap becomes
+ * a message sent at once by a coroutine of its own, at most
+ * VFIO_USER_DMA_MAX_INFLIGHT at a time; the others queue and are sent,
+ * in order, as replies come in.  Failures are reported when the last
+ * reply is in.  Only realize and unrealize, outside any transaction,
+ * wait for the replies (vfio_user_container_drain()), and so do the
+ * device's own messages while maps are still queued, so that a device
+ * access never overtakes a map made before it.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -36,6 +43,8 @@
 /* DMA map/unmap messages in flight at most, per device */
 #define VFIO_USER_DMA_MAX_INFLIGHT      64
 
+typedef struct VFIOUserDMAOp VFIOUserDMAOp;
+
 struct VFIOUserContainer {
     VFIOContainerBase bcontainer;
     VFIOUserPCIDevice *udev;
@@ -43,26 +52,28 @@ struct VFIOUserContainer {
     /* What the server may access: the maps sent, by IOVA */
     IOVATree *maps;
     unsigned int nr_maps;
-    /* Messages sent and not answered yet */
+    /* Coroutines sending messages and waiting for their replies */
     unsigned int inflight;
-    /* Inside a memory transaction (listener begin/commit) */
-    bool batching;
-    /* The first failure of the current batch, and how many there were */
+    /* Messages waiting for one of them, in order */
+    QSIMPLEQ_HEAD(, VFIOUserDMAOp) pending;
+    /* The first failure since all replies were last in, and the count */
     Error *batch_err;
     unsigned int batch_failures;
 };
 
 OBJECT_DECLARE_SIMPLE_TYPE(VFIOUserContainer, VFIO_IOMMU_USER)
 
-typedef struct VFIOUserDMAOp {
+struct VFIOUserDMAOp {
+    QSIMPLEQ_ENTRY(VFIOUserDMAOp) next;
     VFIOUserContainer *container;
+    /* A duplicate of the RAM's fd, owned by the message; or -1 */
     int fd;
     union {
         VFIOUserHdr hdr;
         VFIOUserDMAMap map;
         VFIOUserDMAUnmap unmap;
     } msg;
-} VFIOUserDMAOp;
+};
 
 static VFIOProxy *container_proxy(const VFIOUserContainer *c)
 {
@@ -84,10 +95,44 @@ static void vfio_user_dma_failed(VFIOUserContainer *c, Error *err)
     }
 }
 
-static void coroutine_fn vfio_user_dma_co(void *opaque)
+/*
+ * Report the failures collected since the replies were last all in: at
+ * realize they fail it (vfio_user_attach_device() takes them), later
+ * they are printed once per batch.
+ */
+static void vfio_user_dma_report(VFIOUserContainer *c)
 {
-    VFIOUserDMAOp *op = opaque;
-    VFIOUserContainer *c = op->container;
+    VFIOContainerBase *bcontainer = &c->bcontainer;
+    Error *err = g_steal_pointer(&c->batch_err);
+
+    if (!err) {
+        return;
+    }
+    if (c->batch_failures > 1) {
+        error_append_hint(&err, "%u DMA map/unmap messages failed\n",
+                          c->batch_failures);
+    }
+    c->batch_failures = 0;
+    error_prepend(&err, "vfio-user-pci %s: ", container_name(c));
+    if (!bcontainer->initialized && !bcontainer->error) {
+        bcontainer->error = err;
+    } else {
+        error_report_err(err);
+    }
+}
+
+static void vfio_user_dma_op_free(VFIOUserDMAOp *op)
+{
+    if (op->fd >= 0) {
+        close(op->fd);
+    }
+    g_free(op);
+}
+
+/* Send @op and wait for its reply. */
+static void coroutine_fn vfio_user_dma_co_one(VFIOUserContainer *c,
+                                              VFIOUserDMAOp *op)
+{
     VFIOUserFDs fds = { .send = &op->fd, .nsend = 1 };
     bool is_map = op->msg.hdr.command == VFIO_USER_DMA_MAP;
     uint64_t iova = le64_to_cpu(is_map ? op->msg.map.address :
@@ -102,16 +147,20 @@ static void coroutine_fn vfio_user_dma_co(void *opaque)
                                  sizeof(op->msg), 0, &err);
     trace_vfio_user_dma(container_name(c), is_map ? "map" : "unmap", iova,
                         size, op->fd, ret);
-    if (ret < 0) {
+    if (ret < 0 &&
+        vfio_user_proxy_state(container_proxy(c)) != VFIO_PROXY_CONNECTED) {
+        /* The server is lost (reported once, by the device): no maps */
+        error_free(err);
+    } else if (ret < 0) {
         error_prepend(&err, "DMA_%s of 0x%" PRIx64 "+0x%" PRIx64 ": ",
                       is_map ? "MAP" : "UNMAP", iova, size);
         vfio_user_dma_failed(c, err);
         if (is_map) {
             /*
              * The server did not take it: it must not be used.  Unless it
-             * is already gone (unmapped while this message was in flight,
-             * by a memory transaction nested in our wait): then there is
-             * nothing to remove, and nothing of another map's to remove.
+             * is already gone (unmapped while this message was in
+             * flight): then there is nothing to remove, and nothing of
+             * another map's to remove.
              */
             DMAMap window = { .iova = iova, .size = size - 1 };
             const DMAMap *m = iova_tree_find(c->maps, &window);
@@ -122,73 +171,65 @@ static void coroutine_fn vfio_user_dma_co(void *opaque)
             }
         }
     }
-    c->inflight--;
-    g_free(op);
+}
+
+/* A sender: its message, then the queued ones, in order. */
+static void coroutine_fn vfio_user_dma_co(void *opaque)
+{
+    VFIOUserDMAOp *op = opaque;
+    VFIOUserContainer *c = op->container;
+
+    while (op) {
+        vfio_user_dma_co_one(c, op);
+        vfio_user_dma_op_free(op);
+        op = QSIMPLEQ_FIRST(&c->pending);
+        if (op) {
+            QSIMPLEQ_REMOVE_HEAD(&c->pending, next);
+        }
+    }
+    if (--c->inflight == 0) {
+        vfio_user_dma_report(c);
+    }
     aio_wait_kick();
 }
 
-
-/* Wait for the replies of every message sent, then report failures. */
-static int vfio_user_dma_flush(VFIOUserContainer *c)
+/*
+ * Wait until every map and unmap message has its reply.  Runs an event
+ * loop: never call it from a memory listener or a coroutine.  A server
+ * that stopped answering is bounded by the reply timeout.
+ */
+void vfio_user_container_drain(VFIOUserContainer *c)
 {
-    VFIOContainerBase *bcontainer = &c->bcontainer;
-    Error *err;
-    int ret = 0;
-
-    if (qemu_in_coroutine()) {
-        /*
-         * A memory transaction committed from a coroutine (incoming
-         * migration loads config space in one) cannot wait here: the
-         * replies come in later, and failures are reported at the next
-         * flush.
-         */
-        return 0;
-    }
+    assert(!qemu_in_coroutine());
     AIO_WAIT_WHILE(NULL, c->inflight > 0);
-    err = g_steal_pointer(&c->batch_err);
-    if (err) {
-        if (c->batch_failures > 1) {
-            error_append_hint(&err, "%u DMA map/unmap messages failed in "
-                              "this memory transaction\n", c->batch_failures);
-        }
-        error_prepend(&err, "vfio-user-pci %s: ", container_name(c));
-        if (!bcontainer->initialized && !bcontainer->error) {
-            /* Realize fails with it */
-            bcontainer->error = err;
-        } else {
-            error_report_err(err);
-        }
-        ret = -EIO;
-    }
-    c->batch_failures = 0;
-    return ret;
 }
 
-/* Send the message of @op; its reply is collected by vfio_user_dma_flush. */
+bool vfio_user_container_queued(VFIOUserContainer *c)
+{
+    return !QSIMPLEQ_EMPTY(&c->pending);
+}
+
+/* Have the message of @op sent: now, or after those queued before it. */
 static int vfio_user_dma_send(VFIOUserContainer *c, VFIOUserDMAOp *op)
 {
-    Coroutine *co;
-
     if (vfio_user_proxy_state(container_proxy(c)) != VFIO_PROXY_CONNECTED) {
         /* A lost server has no maps left to change. */
-        g_free(op);
+        vfio_user_dma_op_free(op);
         return 0;
     }
-    if (c->inflight >= VFIO_USER_DMA_MAX_INFLIGHT && !qemu_in_coroutine()) {
-        /* Bound the coroutines (and message ids) one transaction uses */
-        AIO_WAIT_WHILE(NULL, c->inflight >= VFIO_USER_DMA_MAX_INFLIGHT);
-    }
     op->container = c;
-    c->inflight++;
-    co = qemu_coroutine_create(vfio_user_dma_co, op);
-    aio_co_enter(qemu_get_aio_context(), co);
-    if (!c->batching) {
-        return vfio_user_dma_flush(c);
+    if (c->inflight >= VFIO_USER_DMA_MAX_INFLIGHT) {
+        /* Bound the coroutines (and message ids) maps use at once */
+        QSIMPLEQ_INSERT_TAIL(&c->pending, op, next);
+        return 0;
     }
+    c->inflight++;
+    aio_co_enter(qemu_get_aio_context(),
+                 qemu_coroutine_create(vfio_user_dma_co, op));
     return 0;
 }
 
-/* Refuse a map: a failure of the batch, reported at its flush. */
+/* Refuse a map: a failure reported with those of the messages in flight. */
 static int vfio_user_dma_refuse(VFIOUserContainer *c, hwaddr iova,
                                 ram_addr_t size, const char *why)
 {
@@ -197,7 +238,10 @@ static int vfio_user_dma_refuse(VFIOUserContainer *c, hwaddr iova,
     error_setg(&err, "DMA_MAP of 0x%" HWADDR_PRIx "+0x%" PRIx64
                " refused: %s", iova, (uint64_t)size, why);
     vfio_user_dma_failed(c, err);
-    return c->batching ? 0 : vfio_user_dma_flush(c);
+    if (!c->inflight) {
+        vfio_user_dma_report(c);
+    }
+    return 0;
 }
 
 static int vfio_user_dma_map(const VFIOContainerBase *bcontainer,
@@ -231,7 +275,21 @@ static int vfio_user_dma_map(const VFIOContainerBase *bcontainer,
         fd = -1;
         offset = 0;
     }
+    /*
+     * The message owns a duplicate: the RAMBlock (and its fd) may be
+     * freed, and the fd number reused, before the message leaves.
+     */
+    if (fd >= 0) {
+        fd = qemu_dup(fd);
+        if (fd < 0) {
+            return vfio_user_dma_refuse(c, iova, size, "cannot duplicate "
+                                        "the file descriptor of its RAM");
+        }
+    }
     if (iova_tree_insert(c->maps, &window) != IOVA_OK) {
+        if (fd >= 0) {
+            close(fd);
+        }
         return vfio_user_dma_refuse(c, iova, size,
                                     "it overlaps an existing map");
     }
@@ -287,18 +345,6 @@ static int vfio_user_dma_unmap(const VFIOContainerBase *bcontainer,
     return ret;
 }
 
-static void vfio_user_listener_begin(VFIOContainerBase *bcontainer)
-{
-    VFIO_IOMMU_USER(bcontainer)->batching = true;
-}
-
-static void vfio_user_listener_commit(VFIOContainerBase *bcontainer)
-{
-    VFIOUserContainer *c = VFIO_IOMMU_USER(bcontainer);
-
-    c->batching = false;
-    vfio_user_dma_flush(c);
-}
 
 /*
  * A server's DMA_READ (@is_write false) or DMA_WRITE: allowed only inside
@@ -369,6 +415,7 @@ static bool vfio_user_attach_device(const char *name, VFIODevice *vbasedev,
     c->udev = udev;
     c->as = as;
     c->maps = iova_tree_new();
+    QSIMPLEQ_INIT(&c->pending);
     bcontainer = &c->bcontainer;
     bcontainer->pgsizes = caps->pgsizes;
     bcontainer->dma_max_mappings = MIN(caps->max_dma_maps, UINT_MAX);
@@ -380,6 +427,7 @@ static bool vfio_user_attach_device(const char *name, VFIODevice *vbasedev,
 
     bcontainer->listener = vfio_memory_listener;
     memory_listener_register(&bcontainer->listener, as);
+    vfio_user_container_drain(c);
     if (bcontainer->error) {
         error_propagate_prepend(errp, g_steal_pointer(&bcontainer->error),
                                 "DMA maps failed: ");
@@ -403,7 +451,9 @@ void vfio_user_detach_device_common(VFIODevice *vbasedev)
     c = VFIO_IOMMU_USER(bcontainer);
     space = bcontainer->space;
     memory_listener_unregister(&bcontainer->listener);
-    vfio_user_dma_flush(c);
+    vfio_user_container_drain(c);
+    assert(QSIMPLEQ_EMPTY(&c->pending));
+    vfio_user_dma_report(c);
     QLIST_REMOVE(vbasedev, container_next);
     vbasedev->bcontainer = NULL;
     c->udev->container = NULL;
@@ -425,8 +475,6 @@ static void vfio_iommu_user_class_init(ObjectClass *klass, void *data)
     vioc->dma_unmap = vfio_user_dma_unmap;
     vioc->attach_device = vfio_user_attach_device;
     vioc->detach_device = vfio_user_detach_device;
-    vioc->listener_begin = vfio_user_listener_begin;
-    vioc->listener_commit = vfio_user_listener_commit;
 }
 
 static const TypeInfo vfio_iommu_user_info = {

@@ -21,6 +21,16 @@ typedef struct VFIOUserContainer VFIOUserContainer;
 int vfio_user_container_dma_rw(VFIOUserContainer *c, uint64_t addr,
                                void *buf, uint64_t len, bool is_write);
 
+/*
+ * Wait until every DMA map and unmap message has its reply (bounded by
+ * the reply timeout).  Runs an event loop: not from a memory listener
+ * nor a coroutine.
+ */
+void vfio_user_container_drain(VFIOUserContainer *c);
+
+/* Are map or unmap messages queued, not sent yet? */
+bool vfio_user_container_queued(VFIOUserContainer *c);
+
 /* Unmap everything and free the device's container, if it has one. */
 void vfio_user_detach_device_common(VFIODevice *vbasedev);
 

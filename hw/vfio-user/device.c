@@ -17,6 +17,7 @@
 #include "hw/pci/pci.h"
 #include "hw/vfio-user/proxy.h"
 #include "device.h"
+#include "container.h"
 #include "trace.h"
 
 /* Small transfers (MMIO registers) use a message on the stack. */
@@ -36,8 +37,19 @@ static int vfio_user_call(VFIODevice *vbasedev, VFIOUserHdr *msg,
                           VFIOUserFDs *fds, uint32_t reply_max,
                           unsigned int flags)
 {
+    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
     Error *local_err = NULL;
     int ret;
+
+    /*
+     * DMA maps queued behind the in-flight limit go first: an access must
+     * not overtake a map the guest made before it (rare: only a memory
+     * transaction of more than 64 maps queues any).
+     */
+    if (udev->container && vfio_user_container_queued(udev->container) &&
+        !qemu_in_coroutine()) {
+        vfio_user_container_drain(udev->container);
+    }
 
     ret = vfio_user_send_recv(vbd_proxy(vbasedev), msg, fds, reply_max,
                               flags, &local_err);
@@ -58,8 +70,11 @@ static bool vfio_user_server_lost(VFIODevice *vbasedev)
 {
     VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
 
-    /* During realize a lost server is an error: realize fails. */
-    return DEVICE(udev)->realized &&
+    /*
+     * During realize a lost server is an error: realize fails.  (Not
+     * DEVICE(udev)->realized: it is false already during unrealize.)
+     */
+    return !udev->realizing &&
            (udev->server_lost ||
             vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED);
 }
@@ -100,41 +115,67 @@ static int vfio_user_get_device_info(VFIODevice *vbasedev,
 }
 
 /*
- * Check the capability chain of a region info of @len bytes: every
- * header inside, each one after the previous (so the chain ends), and
- * the capabilities hw/vfio parses complete.
+ * Check the capability chain of a region info of @len bytes and convert
+ * it to host byte order in place (hw/vfio parses it as it parses the
+ * kernel's): every header inside the reply and 8-byte aligned, each one
+ * after the previous (so the chain ends), the capabilities hw/vfio
+ * parses complete, and sparse mmap areas page-aligned and inside the
+ * region of @info->size bytes (they are mmap-ed as they are).
  */
-static bool vfio_user_region_caps_valid(struct vfio_region_info *info,
+static bool vfio_user_region_caps_check(struct vfio_region_info *info,
                                         uint32_t len)
 {
+    uint64_t pgmask = qemu_real_host_page_size() - 1;
     uint32_t off = info->cap_offset;
     uint32_t prev = 0;
 
     while (off) {
         struct vfio_info_cap_header *hdr;
-        size_t need = sizeof(*hdr);
+        uint32_t i, n;
 
-        if (off < sizeof(*info) || off <= prev || off > len ||
+        if (off < sizeof(*info) || off <= prev || off > len || (off & 7) ||
             len - off < sizeof(*hdr)) {
             return false;
         }
         hdr = (void *)info + off;
+        hdr->id = le16_to_cpu(hdr->id);
+        hdr->version = le16_to_cpu(hdr->version);
+        hdr->next = le32_to_cpu(hdr->next);
         switch (hdr->id) {
         case VFIO_REGION_INFO_CAP_SPARSE_MMAP: {
             struct vfio_region_info_cap_sparse_mmap *sparse = (void *)hdr;
 
-            need = sizeof(*sparse);
-            if (len - off >= need) {
-                need += (size_t)sparse->nr_areas * sizeof(sparse->areas[0]);
+            if (len - off < sizeof(*sparse)) {
+                return false;
+            }
+            n = sparse->nr_areas = le32_to_cpu(sparse->nr_areas);
+            if (len - off - sizeof(*sparse) <
+                (uint64_t)n * sizeof(sparse->areas[0])) {
+                return false;
+            }
+            for (i = 0; i < n; i++) {
+                uint64_t start = le64_to_cpu(sparse->areas[i].offset);
+                uint64_t size = le64_to_cpu(sparse->areas[i].size);
+
+                if (((start | size) & pgmask) || start > info->size ||
+                    size > info->size - start) {
+                    return false;
+                }
+                sparse->areas[i].offset = start;
+                sparse->areas[i].size = size;
             }
             break;
         }
-        case VFIO_REGION_INFO_CAP_TYPE:
-            need = sizeof(struct vfio_region_info_cap_type);
+        case VFIO_REGION_INFO_CAP_TYPE: {
+            struct vfio_region_info_cap_type *type = (void *)hdr;
+
+            if (len - off < sizeof(*type)) {
+                return false;
+            }
+            type->type = le32_to_cpu(type->type);
+            type->subtype = le32_to_cpu(type->subtype);
             break;
         }
-        if (len - off < need) {
-            return false;
         }
         prev = off;
         off = hdr->next;
@@ -248,12 +289,16 @@ static int vfio_user_get_region_info(VFIODevice *vbasedev,
     }
     /* hw/vfio keeps info->argsz bytes: the capabilities must lie there */
     len = MIN(len, info->argsz);
-    if (!(info->flags & VFIO_REGION_INFO_FLAG_CAPS)) {
-        info->cap_offset = 0;
-    } else if (!vfio_user_region_caps_valid(info, len)) {
+    if (!vfio_user_region_size_valid(index, info->size)) {
         goto err;
     }
-    if (!vfio_user_region_size_valid(index, info->size)) {
+    if (!(info->flags & VFIO_REGION_INFO_FLAG_CAPS)) {
+        info->cap_offset = 0;
+    } else if (!vfio_user_region_caps_check(info, len)) {
+        goto err;
+    }
+    if (rfd >= 0 && (info->offset & (qemu_real_host_page_size() - 1))) {
+        /* mmap() takes page-aligned file offsets only */
         goto err;
     }
     if (rfd < 0) {
@@ -358,7 +403,8 @@ static void vfio_user_set_msi_mask(VFIODevice *vbasedev,
  * (no eventfd for those vectors) as DATA_EVENTFD without fds, which
  * servers take as "disable these vectors".  No -1 ever reaches a server.
  */
-static int vfio_user_set_irqs(VFIODevice *vbasedev, struct vfio_irq_set *set)
+static int vfio_user_set_irqs_msgs(VFIODevice *vbasedev,
+                                   struct vfio_irq_set *set)
 {
     const VFIOUserCaps *caps = vfio_user_proxy_caps(vbd_proxy(vbasedev));
     uint32_t data_type = set->flags & VFIO_IRQ_SET_DATA_TYPE_MASK;
@@ -366,10 +412,6 @@ static int vfio_user_set_irqs(VFIODevice *vbasedev, struct vfio_irq_set *set)
     uint32_t i, n;
     int ret;
 
-    if (vfio_user_server_lost(vbasedev)) {
-        /* Nothing to set up or tear down on a server that is gone */
-        return 0;
-    }
     switch (data_type) {
     case VFIO_IRQ_SET_DATA_NONE:
         return vfio_user_set_irqs_one(vbasedev, set->flags, set->index,
@@ -412,6 +454,21 @@ static int vfio_user_set_irqs(VFIODevice *vbasedev, struct vfio_irq_set *set)
         }
     }
     return 0;
+}
+
+/*
+ * A server lost on the way (now or in the middle) has nothing left to set
+ * up or tear down: not an error of its own (the loss is reported once).
+ */
+static int vfio_user_set_irqs(VFIODevice *vbasedev, struct vfio_irq_set *set)
+{
+    int ret;
+
+    if (vfio_user_server_lost(vbasedev)) {
+        return 0;
+    }
+    ret = vfio_user_set_irqs_msgs(vbasedev, set);
+    return ret < 0 && vfio_user_server_lost(vbasedev) ? 0 : ret;
 }
 
 /* Transfers are split at the server's max_data_xfer_size. */

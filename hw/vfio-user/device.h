@@ -31,6 +31,8 @@ struct VFIOUserPCIDevice {
      * until the device is unplugged.  Reported once.
      */
     bool server_lost;
+    /* In realize, where a lost server is an error (realize fails) */
+    bool realizing;
 };
 
 /* The vfio-user implementation of VFIODeviceIOOps (hw/vfio-user/device.c) */

@@ -44,7 +44,8 @@ static void vfio_user_pci_proxy_failed(void *opaque, const Error *err)
         return;
     }
     udev->server_lost = true;
-    if (dev->realized) {
+    /* During realize the failure is realize's error */
+    if (!udev->realizing) {
         error_report("vfio-user-pci %s: lost the server: %s; the device "
                      "reads all ones and ignores writes until it is "
                      "unplugged", dev->id ?: "(no id)", error_get_pretty(err));
@@ -92,25 +93,43 @@ static bool vfio_user_pci_get_info(VFIOUserPCIDevice *udev, Error **errp)
     return true;
 }
 
-/*
- * Writes to memory BARs are posted (sent without waiting for a reply)
- * unless x-no-posted-writes; config space and I/O-port BARs wait.  The
- * server handles messages in order, so a later read by message sees
- * them.  A read of an mmap-ed area does not go through the socket and
- * would not be ordered after them: the message-accessed parts of a BAR
- * with mmap-ed areas are not posted.  Other BARs keep posting.
- */
-static void vfio_user_pci_setup_posted_writes(VFIOUserPCIDevice *udev)
+/* Does the guest reach some area of a BAR directly (mmap-ed)? */
+static bool vfio_user_pci_has_mmaps(VFIOPCIDevice *vdev)
 {
-    VFIOPCIDevice *vdev = &udev->parent_obj;
-    int i;
+    int i, j;
 
     for (i = 0; i < PCI_ROM_SLOT; i++) {
         VFIORegion *region = &vdev->bars[i].region;
 
-        region->post_writes = !udev->no_posted_writes &&
-                              !vdev->bars[i].ioport && !region->nr_mmaps;
+        for (j = 0; j < region->nr_mmaps; j++) {
+            if (region->mmaps[j].mmap) {
+                return true;
+            }
+        }
     }
+    return false;
+}
+
+/*
+ * Writes to memory BARs are posted (sent without waiting for a reply)
+ * unless x-no-posted-writes; config space and I/O-port BARs wait.  The
+ * server handles messages in order, so a later read by message sees
+ * them.  PCI orders a function's posted writes before its later reads,
+ * whatever BAR each one targets; a read of an mmap-ed area does not go
+ * through the socket and could overtake them.  So the rule is per
+ * device: a device with mmap-ed areas posts no writes, any other posts
+ * them to all its memory BARs.
+ */
+static void vfio_user_pci_setup_posted_writes(VFIOUserPCIDevice *udev)
+{
+    VFIOPCIDevice *vdev = &udev->parent_obj;
+    bool post = !udev->no_posted_writes && !vfio_user_pci_has_mmaps(vdev);
+    int i;
+
+    for (i = 0; i < PCI_ROM_SLOT; i++) {
+        vdev->bars[i].region.post_writes = post && !vdev->bars[i].ioport;
+    }
+    trace_vfio_user_pci_posted_writes(vdev->vbasedev.name, post);
 }
 
 /*
@@ -192,6 +211,11 @@ static bool vfio_user_pci_connect(VFIOUserPCIDevice *udev, Error **errp)
 
         if (stat(path, &st) < 0) {
             error_setg_errno(errp, errno, "vfio-user server socket %s", path);
+            if (errno == ENOENT && strchr(path, ':') && !strchr(path, '/')) {
+                error_append_hint(errp, "vfio-user needs a UNIX socket (a "
+                                  "path, unix:PATH or fd:NAME); network "
+                                  "addresses are not supported\n");
+            }
             return false;
         }
         if (!S_ISSOCK(st.st_mode)) {
@@ -213,10 +237,12 @@ static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
     VFIODevice *vbasedev = &vdev->vbasedev;
     bool connected = false;
 
+    udev->realizing = true;
     if (!udev->socket) {
         error_setg(errp, "vfio-user-pci: the socket property is required");
         error_append_hint(errp, "Use -device vfio-user-pci,socket=PATH or "
                           "socket=fd:NAME\n");
+        udev->realizing = false;
         return;
     }
     if (!vfio_user_pci_connect(udev, errp)) {
@@ -273,6 +299,7 @@ static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
         goto out_deregister;
     }
     vfio_pci_notifiers_register(vdev);
+    udev->realizing = false;
     return;
 
 out_deregister:
@@ -290,6 +317,7 @@ error:
     vfio_user_detach_device_common(vbasedev);
     vfio_user_proxy_free(udev->proxy);
     udev->proxy = NULL;
+    udev->realizing = false;
 }
 
 static void vfio_user_pci_exit(PCIDevice *pdev)
@@ -299,6 +327,8 @@ static void vfio_user_pci_exit(PCIDevice *pdev)
         object_class_by_name(TYPE_VFIO_PCI_BASE));
 
     migrate_del_blocker(&udev->migration_blocker);
+    /* A hung server holds unplug up for one reply timeout, not more */
+    vfio_user_proxy_begin_teardown(udev->proxy);
     base->exit(pdev);
     /* Unmap guest memory while the server can still hear it. */
     vfio_user_detach_device_common(&udev->parent_obj.vbasedev);
@@ -314,15 +344,18 @@ static void vfio_user_pci_do_reset(VFIOUserPCIDevice *udev)
     int ret;
 
     trace_vfio_user_pci_reset(vbasedev->name);
+    /* A hung server holds reset up for one reply timeout, not more */
+    vfio_user_proxy_begin_teardown(udev->proxy);
     vfio_pci_pre_reset(vdev);
     if (vbasedev->reset_works && !udev->server_lost) {
         ret = vbasedev->io_ops->device_reset(vbasedev);
-        if (ret < 0) {
+        if (ret < 0 && !udev->server_lost) {
             warn_report("vfio-user-pci %s: DEVICE_RESET failed: %s",
                         vbasedev->name, strerror(-ret));
         }
     }
     vfio_pci_post_reset(vdev);
+    vfio_user_proxy_end_teardown(udev->proxy);
 }
 
 static void vfio_user_pci_reset(DeviceState *dev)
@@ -368,10 +401,22 @@ static void vfio_user_pci_write_config(PCIDevice *pdev, uint32_t addr,
  */
 static SocketAddress *vfio_user_parse_socket(const char *str, Error **errp)
 {
+    static const char *const other[] = {
+        "tcp:", "inet:", "udp:", "vsock:", "telnet:", "websocket:",
+    };
     SocketAddress *addr;
+    int i;
 
     if (g_str_has_prefix(str, "unix:") || g_str_has_prefix(str, "fd:")) {
         return socket_parse(str, errp);
+    }
+    for (i = 0; i < ARRAY_SIZE(other); i++) {
+        if (g_str_has_prefix(str, other[i])) {
+            error_setg(errp, "socket '%s': a %.*s address; vfio-user needs "
+                       "a UNIX socket (a path, unix:PATH or fd:NAME)", str,
+                       (int)strlen(other[i]) - 1, other[i]);
+            return NULL;
+        }
     }
     if (!*str) {
         error_setg(errp, "empty socket path");

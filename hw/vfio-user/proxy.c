@@ -26,7 +26,6 @@
 #include "block/aio.h"
 #include "block/aio-wait.h"
 #include "io/channel-socket.h"
-#include "qobject/qbool.h"
 #include "qobject/qdict.h"
 #include "qobject/qjson.h"
 #include "qobject/qnum.h"
@@ -41,14 +40,24 @@
 #define VFIO_USER_MAX_FDS           16
 #define VFIO_USER_MAX_XFER          VFIO_USER_DEF_MAX_XFER
 
+/* The largest errno value (Linux's MAX_ERRNO). */
+#define VFIO_USER_MAX_ERRNO         4095
+
 /* Room for the VERSION reply. */
 #define VFIO_USER_VERSION_REPLY_MAX 4096
 
 /*
  * Requests of the server queued for the handler.  libvfio-user sends one
- * at a time; a server that piles up more does not read our replies.
+ * at a time; a server that sends more before we answer gets back-pressure:
+ * once this many requests, or this many bytes of them, are queued, the
+ * receiver stops reading the socket until the handler has caught up.
+ * The hard limit is reached only while the handler itself waits for a
+ * reply (a DMA request that reaches a BAR of the device), when the
+ * receiver must read on.
  */
 #define VFIO_USER_MAX_REQUESTS      64
+#define VFIO_USER_MAX_REQUEST_BYTES (4 * MiB)
+#define VFIO_USER_HARD_MAX_REQUESTS 1024
 
 /* A caller waiting for a reply. */
 typedef struct VFIOUserWaiter {
@@ -82,9 +91,20 @@ typedef struct VFIOUserRequest {
     QSIMPLEQ_ENTRY(VFIOUserRequest) next;
     /* 0, or the negative errno to reply without calling the device. */
     int error;
-    /* The whole message; its header in host byte order. */
+    /*
+     * The whole message; its header in host byte order, the payload as
+     * it came: little-endian and not aligned, read with ld*_le_p() at the
+     * offsets below.
+     */
     VFIOUserHdr msg;
 } VFIOUserRequest;
+
+/* Offsets of VFIOUserDMARW's fields in the payload of a request */
+#define VFIO_USER_DMA_RW_ADDRESS    0
+#define VFIO_USER_DMA_RW_COUNT      8
+#define VFIO_USER_DMA_RW_DATA       16
+QEMU_BUILD_BUG_ON(offsetof(VFIOUserDMARW, data) !=
+                  sizeof(VFIOUserHdr) + VFIO_USER_DMA_RW_DATA);
 
 struct VFIOProxy {
     AioContext *ctx;
@@ -92,6 +112,12 @@ struct VFIOProxy {
     void *opaque;
     char *name;
     uint32_t timeout_ms;
+    /*
+     * During teardown (unplug, reset): when every wait ends at the latest
+     * (QEMU_CLOCK_REALTIME, ms), and the server is lost if one times
+     * out; INT64_MAX otherwise.
+     */
+    int64_t teardown_deadline;
 
     VFIOProxyState state;
     /* Counts channels: work of an older one must not touch the current. */
@@ -121,9 +147,14 @@ struct VFIOProxy {
     QEMUTimer timer;
 
     Coroutine *recv_co;
+    /* The receiver waits for the handler to drain the request queue. */
+    bool recv_paused;
     Coroutine *req_co;
+    /* The handler waits for the reply to a request of its own. */
+    bool req_waiting;
     QSIMPLEQ_HEAD(, VFIOUserRequest) requests;
     unsigned int nrequests;
+    size_t request_bytes;
 };
 
 /* A blocking call run in a coroutine for a caller outside coroutines. */
@@ -191,6 +222,22 @@ static void vfio_user_close_fds(const int *fds, size_t nfds)
     for (i = 0; i < nfds; i++) {
         close(fds[i]);
     }
+}
+
+/*
+ * The negative errno of an error reply: EINVAL when the server gave
+ * none, EIO for a value no errno has (the reply is a failure either
+ * way; it must never read as a success or a byte count).
+ */
+static int vfio_user_reply_errno(uint32_t error_reply)
+{
+    if (!error_reply) {
+        return -EINVAL;
+    }
+    if (error_reply > VFIO_USER_MAX_ERRNO) {
+        return -EIO;
+    }
+    return -(int)error_reply;
 }
 
 static void vfio_user_default_caps(VFIOUserCaps *caps)
@@ -274,12 +321,41 @@ static void vfio_user_writable(void *opaque)
     }
 }
 
+/*
+ * The socket is polled for reading while the receiver lives and is not
+ * paused by back-pressure (the handler is level triggered: a paused
+ * receiver would make every poll spin on the unread message).
+ */
 static void vfio_user_update_handler(VFIOProxy *proxy)
 {
     aio_set_fd_handler(proxy->ctx, proxy->fd,
-                       proxy->recv_co ? vfio_user_readable : NULL,
+                       proxy->recv_co && !proxy->recv_paused ?
+                       vfio_user_readable : NULL,
                        proxy->write_co ? vfio_user_writable : NULL,
                        NULL, NULL, proxy);
+}
+
+/* Is the request queue full (the receiver pauses)? */
+static bool vfio_user_requests_full(VFIOProxy *proxy)
+{
+    return proxy->nrequests >= VFIO_USER_MAX_REQUESTS ||
+           proxy->request_bytes >= VFIO_USER_MAX_REQUEST_BYTES;
+}
+
+/* Let a receiver paused by back-pressure read on. */
+static void vfio_user_recv_resume(VFIOProxy *proxy)
+{
+    if (proxy->recv_paused) {
+        proxy->recv_paused = false;
+        aio_co_wake(proxy->recv_co);
+    }
+}
+
+static void vfio_user_free_request(VFIOProxy *proxy, VFIOUserRequest *req)
+{
+    proxy->nrequests--;
+    proxy->request_bytes -= req->msg.size - sizeof(req->msg);
+    g_free(req);
 }
 
 /*
@@ -312,11 +388,10 @@ restart:
 
     while ((req = QSIMPLEQ_FIRST(&proxy->requests))) {
         QSIMPLEQ_REMOVE_HEAD(&proxy->requests, next);
-        proxy->nrequests--;
         if (!(req->msg.flags & VFIO_USER_NO_REPLY)) {
             proxy->replies_due--;
         }
-        g_free(req);
+        vfio_user_free_request(proxy, req);
     }
 
     /*
@@ -325,6 +400,7 @@ restart:
      */
     vfio_user_writable(proxy);
     vfio_user_readable(proxy);
+    vfio_user_recv_resume(proxy);
     qemu_co_enter_all(&proxy->send_gate, NULL);
 }
 
@@ -423,6 +499,26 @@ static void vfio_user_timeout(VFIOUserWaiter *w, int64_t now)
     VFIOProxy *proxy = w->proxy;
     Error *err = NULL;
 
+    if (now >= proxy->teardown_deadline) {
+        trace_vfio_user_timeout(proxy->name, w->id,
+                                vfio_user_command_name(w->command));
+        vfio_user_error(proxy, &err, "not responding: no reply to %s "
+                        "(id %u) during reset or unplug",
+                        vfio_user_command_name(w->command), w->id);
+        vfio_user_fail(proxy, w->gen, err);
+        if (w->done) {
+            return;
+        }
+        if (w->receiving) {
+            /* The receiver is reading into it: it fails as that ends */
+            w->deadline = INT64_MAX;
+        } else {
+            vfio_user_error(proxy, &err, "no reply to %s (id %u)",
+                            vfio_user_command_name(w->command), w->id);
+            vfio_user_complete(w, -ETIMEDOUT, err);
+        }
+        return;
+    }
     if (w->receiving && !w->stalled) {
         /* The reply is arriving: give it another period. */
         w->stalled = true;
@@ -488,8 +584,8 @@ static void vfio_user_add_waiter(VFIOProxy *proxy, VFIOUserWaiter *w)
     QTAILQ_INSERT_TAIL(&proxy->waiters, w, next);
     w->deadline = INT64_MAX;
     if (proxy->timeout_ms) {
-        w->deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
-                      proxy->timeout_ms;
+        w->deadline = MIN(qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                          proxy->timeout_ms, proxy->teardown_deadline);
         if (!timer_pending(&proxy->timer) ||
             timer_expire_time_ns(&proxy->timer) > w->deadline * SCALE_MS) {
             timer_mod(&proxy->timer, w->deadline);
@@ -510,6 +606,7 @@ static int coroutine_fn vfio_user_co_request(VFIOProxy *proxy,
                                              Error **errp)
 {
     bool posted = flags & VFIO_USER_SEND_NO_REPLY;
+    bool handler = proxy->req_co && proxy->req_co == qemu_coroutine_self();
     unsigned int gen = proxy->gen;
     VFIOUserWaiter w = {
         .proxy = proxy,
@@ -535,7 +632,7 @@ static int coroutine_fn vfio_user_co_request(VFIOProxy *proxy,
      * that reaches the device's own BAR).
      */
     while (!w.done && proxy->replies_due &&
-           proxy->req_co != qemu_coroutine_self() &&
+           !handler &&
            proxy->gen == gen && proxy->state == VFIO_PROXY_CONNECTED) {
         qemu_co_queue_wait(&proxy->send_gate, &proxy->send_lock);
     }
@@ -570,14 +667,43 @@ static int coroutine_fn vfio_user_co_request(VFIOProxy *proxy,
     }
 
     while (!w.done) {
+        if (handler) {
+            /* Our reply may be behind queued requests: read on. */
+            proxy->req_waiting = true;
+            vfio_user_recv_resume(proxy);
+        }
         w.waiting = true;
         qemu_coroutine_yield();
         w.waiting = false;
+    }
+    if (handler) {
+        proxy->req_waiting = false;
     }
     if (w.ret < 0) {
         error_propagate(errp, w.err);
     }
     return w.ret;
+}
+
+/*
+ * The data a request carries, which max_data_xfer_size limits (the spec
+ * applies it to the data of transfers, not to the fixed part of messages).
+ */
+static uint32_t vfio_user_data_len(const VFIOUserHdr *msg)
+{
+    uint32_t fixed;
+
+    switch (msg->command) {
+    case VFIO_USER_REGION_WRITE:
+        fixed = sizeof(VFIOUserRegionRW);
+        break;
+    case VFIO_USER_MIG_DATA_WRITE:
+        fixed = sizeof(VFIOUserMigData);
+        break;
+    default:
+        return 0;
+    }
+    return msg->size > fixed ? msg->size - fixed : 0;
 }
 
 int coroutine_fn vfio_user_co_send_recv(VFIOProxy *proxy, VFIOUserHdr *msg,
@@ -592,10 +718,11 @@ int coroutine_fn vfio_user_co_send_recv(VFIOProxy *proxy, VFIOUserHdr *msg,
                         vfio_user_command_name(msg->command));
         return -EINVAL;
     }
-    if (msg->size > proxy->caps.max_xfer + VFIO_USER_XFER_OVERHEAD) {
-        vfio_user_error(proxy, errp, "%s message of %u bytes exceeds the "
-                        "server's limit", vfio_user_command_name(msg->command),
-                        msg->size);
+    if (vfio_user_data_len(msg) > proxy->caps.max_xfer) {
+        vfio_user_error(proxy, errp, "%s message with %u bytes of data "
+                        "exceeds the server's max_data_xfer_size (%" PRIu64
+                        ")", vfio_user_command_name(msg->command),
+                        vfio_user_data_len(msg), proxy->caps.max_xfer);
         return -E2BIG;
     }
     if (fds && fds->nsend > proxy->caps.max_send_fds) {
@@ -705,7 +832,7 @@ static int coroutine_fn vfio_user_co_recv_reply(VFIOProxy *proxy,
                         "unexpected file descriptors", cmd, w->id, nfds);
         ret = -EPROTO;
     } else if (hdr->flags & VFIO_USER_ERROR) {
-        ret = -(hdr->error_reply ? hdr->error_reply : EINVAL);
+        ret = vfio_user_reply_errno(hdr->error_reply);
         vfio_user_error(proxy, &err, "%s failed: %s", cmd, strerror(-ret));
     } else if (hdr->size > w->reply_max) {
         vfio_user_error(proxy, &err, "reply to %s (id %u) of %u bytes "
@@ -742,8 +869,8 @@ static int coroutine_fn vfio_user_co_recv_reply(VFIOProxy *proxy,
 static int vfio_user_check_request(VFIOProxy *proxy, VFIOUserHdr *msg,
                                    size_t nfds)
 {
-    VFIOUserDMARW *dma = container_of(msg, VFIOUserDMARW, hdr);
-    uint64_t count;
+    const uint8_t *payload = (const uint8_t *)(msg + 1);
+    uint64_t addr, count;
 
     if (nfds || (msg->flags & VFIO_USER_ERROR)) {
         return -EINVAL;
@@ -752,13 +879,13 @@ static int vfio_user_check_request(VFIOProxy *proxy, VFIOUserHdr *msg,
         msg->command != VFIO_USER_DMA_WRITE) {
         return -ENOSYS;
     }
-    if (msg->size < sizeof(*dma)) {
+    if (msg->size < sizeof(VFIOUserDMARW)) {
         return -EINVAL;
     }
-    count = le64_to_cpu(dma->count);
-    if (count > VFIO_USER_MAX_XFER ||
-        le64_to_cpu(dma->address) + count < le64_to_cpu(dma->address) ||
-        msg->size != sizeof(*dma) +
+    addr = ldq_le_p(payload + VFIO_USER_DMA_RW_ADDRESS);
+    count = ldq_le_p(payload + VFIO_USER_DMA_RW_COUNT);
+    if (count > VFIO_USER_MAX_XFER || addr + count < addr ||
+        msg->size != sizeof(VFIOUserDMARW) +
         (msg->command == VFIO_USER_DMA_WRITE ? count : 0)) {
         return -EINVAL;
     }
@@ -774,11 +901,9 @@ static int coroutine_fn vfio_user_co_recv_request(VFIOProxy *proxy,
                                                   int *fds, size_t nfds,
                                                   Error **errp)
 {
+    unsigned int gen = proxy->gen;
     VFIOUserRequest *req;
     size_t len = hdr->size - sizeof(*hdr);
-    /* What a valid request can hold; the rest of a larger one is skipped */
-    size_t keep = MIN(len, VFIO_USER_MAX_XFER + VFIO_USER_XFER_OVERHEAD -
-                           sizeof(*hdr));
 
     vfio_user_close_fds(fds, nfds);
     if (proxy->state != VFIO_PROXY_CONNECTED) {
@@ -786,23 +911,31 @@ static int coroutine_fn vfio_user_co_recv_request(VFIOProxy *proxy,
                         "negotiation", vfio_user_command_name(hdr->command));
         return -1;
     }
-    if (proxy->nrequests == VFIO_USER_MAX_REQUESTS) {
-        vfio_user_error(proxy, errp, "more than %u requests pending",
-                        VFIO_USER_MAX_REQUESTS);
+    /*
+     * We proposed max_data_xfer_size: a larger request breaks the
+     * protocol, and is not read (it could be 4 GiB).
+     */
+    if (hdr->size > VFIO_USER_MAX_XFER + VFIO_USER_XFER_OVERHEAD) {
+        vfio_user_error(proxy, errp, "%s request of %u bytes exceeds our "
+                        "max_data_xfer_size (%u)",
+                        vfio_user_command_name(hdr->command), hdr->size,
+                        VFIO_USER_MAX_XFER);
+        return -1;
+    }
+    if (proxy->nrequests >= VFIO_USER_HARD_MAX_REQUESTS) {
+        vfio_user_error(proxy, errp, "%u requests pending while a request "
+                        "of ours waits for its reply", proxy->nrequests);
         return -1;
     }
 
-    req = g_malloc(sizeof(*req) + keep);
+    req = g_malloc(sizeof(*req) + len);
     req->msg = *hdr;
-    /* A request too large is consumed whole and refused, like a bad reply */
-    if (vfio_user_co_read(proxy, ioc, &req->msg + 1, keep, NULL, NULL,
-                          errp) < 0 ||
-        vfio_user_co_skip(proxy, ioc, len - keep, errp) < 0) {
+    if (vfio_user_co_read(proxy, ioc, &req->msg + 1, len, NULL, NULL,
+                          errp) < 0) {
         g_free(req);
         return -1;
     }
-    req->error = keep < len ? -EINVAL :
-                 vfio_user_check_request(proxy, &req->msg, nfds);
+    req->error = vfio_user_check_request(proxy, &req->msg, nfds);
     trace_vfio_user_request(proxy->name, hdr->id,
                             vfio_user_command_name(hdr->command),
                             req->error);
@@ -811,10 +944,29 @@ static int coroutine_fn vfio_user_co_recv_request(VFIOProxy *proxy,
         proxy->replies_due++;
     }
     proxy->nrequests++;
+    proxy->request_bytes += len;
     QSIMPLEQ_INSERT_TAIL(&proxy->requests, req, next);
     if (!proxy->req_co) {
         proxy->req_co = qemu_coroutine_create(vfio_user_req_co, proxy);
         aio_co_enter(proxy->ctx, proxy->req_co);
+    }
+    if (vfio_user_requests_full(proxy) && !proxy->req_waiting) {
+        /*
+         * Back-pressure: leave the rest in the socket until the handler
+         * has caught up (it resumes us), so that what a server sends
+         * faster than we serve it costs bounded memory.
+         */
+        trace_vfio_user_recv_pause(proxy->name, proxy->nrequests,
+                                   proxy->request_bytes);
+        proxy->recv_paused = true;
+        vfio_user_update_handler(proxy);
+        while (proxy->recv_paused) {
+            qemu_coroutine_yield();
+        }
+        if (gen == proxy->gen) {
+            vfio_user_update_handler(proxy);
+        }
+        return 0;
     }
     /* Let the handler and the woken callers run before reading on. */
     aio_co_schedule(proxy->ctx, qemu_coroutine_self());
@@ -913,21 +1065,22 @@ static void coroutine_fn vfio_user_co_serve(VFIOProxy *proxy,
                                             VFIOUserRequest *req,
                                             unsigned int gen)
 {
-    VFIOUserDMARW *dma = container_of(&req->msg, VFIOUserDMARW, hdr);
+    uint8_t *payload = (uint8_t *)(&req->msg + 1);
     bool is_write = req->msg.command == VFIO_USER_DMA_WRITE;
     g_autofree VFIOUserDMARW *reply = NULL;
-    uint64_t count = 0;
+    uint64_t addr = 0, count = 0;
     int ret = req->error;
     Error *err = NULL;
 
     if (!ret) {
-        count = le64_to_cpu(dma->count);
+        addr = ldq_le_p(payload + VFIO_USER_DMA_RW_ADDRESS);
+        count = ldq_le_p(payload + VFIO_USER_DMA_RW_COUNT);
         reply = g_malloc0(sizeof(*reply) + (is_write ? 0 : count));
         if (proxy->ops && proxy->ops->dma_rw) {
-            ret = proxy->ops->dma_rw(proxy->opaque,
-                                     le64_to_cpu(dma->address),
-                                     is_write ? dma->data : reply->data,
-                                     count, is_write);
+            ret = proxy->ops->dma_rw(proxy->opaque, addr,
+                                     is_write ?
+                                     payload + VFIO_USER_DMA_RW_DATA :
+                                     reply->data, count, is_write);
         } else {
             ret = -ENODEV;
         }
@@ -949,8 +1102,8 @@ static void coroutine_fn vfio_user_co_serve(VFIOProxy *proxy,
         reply->hdr.error_reply = -ret;
     } else {
         reply->hdr.size = sizeof(*reply) + (is_write ? 0 : count);
-        reply->address = dma->address;
-        reply->count = dma->count;
+        stq_le_p(&reply->address, addr);
+        stq_le_p(&reply->count, count);
     }
 
     qemu_co_mutex_lock(&proxy->send_lock);
@@ -969,33 +1122,34 @@ static void coroutine_fn vfio_user_req_co(void *opaque)
 
     while ((req = QSIMPLEQ_FIRST(&proxy->requests))) {
         QSIMPLEQ_REMOVE_HEAD(&proxy->requests, next);
-        proxy->nrequests--;
         vfio_user_co_serve(proxy, req, proxy->gen);
         if (!(req->msg.flags & VFIO_USER_NO_REPLY) &&
             --proxy->replies_due == 0) {
             qemu_co_queue_restart_all(&proxy->send_gate);
         }
-        g_free(req);
+        vfio_user_free_request(proxy, req);
+        if (!vfio_user_requests_full(proxy)) {
+            vfio_user_recv_resume(proxy);
+        }
     }
     proxy->req_co = NULL;
 }
 
-/* Our proposal: everything we support, and our limits. */
+/* Our proposal: what we support, and our limits. */
 static GString *vfio_user_caps_json(void)
 {
     g_autoptr(QDict) top = qdict_new();
     QDict *caps = qdict_new();
-    QDict *migr = qdict_new();
 
     qdict_put_int(caps, VFIO_USER_CAP_MAX_FDS, VFIO_USER_MAX_FDS);
     qdict_put_int(caps, VFIO_USER_CAP_MAX_XFER, VFIO_USER_MAX_XFER);
     qdict_put_int(caps, VFIO_USER_CAP_MAX_DMA_MAPS,
                   VFIO_USER_DEF_MAX_DMA_MAPS);
     qdict_put_int(caps, VFIO_USER_CAP_PGSIZES, qemu_real_host_page_size());
-    qdict_put_int(migr, VFIO_USER_CAP_MIGR_PGSIZE,
-                  qemu_real_host_page_size());
-    qdict_put(caps, VFIO_USER_CAP_MIGR, migr);
-    qdict_put_bool(caps, VFIO_USER_CAP_WRITE_MULTIPLE, true);
+    /*
+     * Only what is implemented: migration and write_multiple come with
+     * the features that use them.
+     */
     qdict_put(top, VFIO_USER_CAP, caps);
     return qobject_to_json(QOBJECT(top));
 }
@@ -1020,39 +1174,6 @@ static bool vfio_user_cap_uint(const QDictEntry *e, uint64_t min,
     return true;
 }
 
-static bool vfio_user_parse_migration(const QDictEntry *e, VFIOUserCaps *caps,
-                                      Error **errp)
-{
-    QDict *migr = qobject_to(QDict, qdict_entry_value(e));
-    const QDictEntry *m;
-    uint64_t pgsize;
-
-    if (!migr) {
-        error_setg(errp, "capability '%s' is not an object",
-                   qdict_entry_key(e));
-        return false;
-    }
-    caps->migration_pgsize = qemu_real_host_page_size();
-    for (m = qdict_first(migr); m; m = qdict_next(migr, m)) {
-        if (strcmp(qdict_entry_key(m), VFIO_USER_CAP_MIGR_PGSIZE)) {
-            error_setg(errp, "capability '%s.%s' was not proposed",
-                       qdict_entry_key(e), qdict_entry_key(m));
-            return false;
-        }
-        if (!vfio_user_cap_uint(m, 1, UINT32_MAX, &pgsize, errp)) {
-            return false;
-        }
-        if (!is_power_of_2(pgsize)) {
-            error_setg(errp, "migration page size %" PRIu64 " is not a "
-                       "power of 2", pgsize);
-            return false;
-        }
-        /* The smaller of the two page sizes is used. */
-        caps->migration_pgsize = MIN(caps->migration_pgsize, pgsize);
-    }
-    return true;
-}
-
 /*
  * Parse the server's capabilities: what it accepts must be a subset of
  * what we proposed, of the right types, within range.
@@ -1064,7 +1185,6 @@ static bool vfio_user_parse_caps(const char *json, VFIOUserCaps *caps,
     g_autoptr(QDict) top = qobject_to(QDict, obj);
     QDict *dict;
     const QDictEntry *e;
-    QBool *flag;
     uint64_t val;
 
     if (!top) {
@@ -1117,17 +1237,14 @@ static bool vfio_user_parse_caps(const char *json, VFIOUserCaps *caps,
                            "below 4 KiB", caps->pgsizes);
                 return false;
             }
-        } else if (!strcmp(key, VFIO_USER_CAP_MIGR)) {
-            if (!vfio_user_parse_migration(e, caps, errp)) {
-                return false;
-            }
-        } else if (!strcmp(key, VFIO_USER_CAP_WRITE_MULTIPLE)) {
-            flag = qobject_to(QBool, qdict_entry_value(e));
-            if (!flag) {
-                error_setg(errp, "capability '%s' is not a boolean", key);
-                return false;
-            }
-            caps->write_multiple = qbool_get_bool(flag);
+        } else if (!strcmp(key, VFIO_USER_CAP_MIGR) ||
+                   !strcmp(key, VFIO_USER_CAP_WRITE_MULTIPLE) ||
+                   !strcmp(key, VFIO_USER_CAP_TWIN_SOCKET)) {
+            /*
+             * Known, not proposed (not implemented here): ignored.
+             * libvfio-user announces migration whether proposed or not.
+             */
+            trace_vfio_user_cap_ignored(key);
         } else {
             error_setg(errp, "capability '%s' was not proposed", key);
             return false;
@@ -1203,7 +1320,7 @@ static int coroutine_fn vfio_user_co_negotiate(VFIOProxy *proxy,
     proxy->caps = caps;
     trace_vfio_user_version(proxy->name, caps.major, caps.minor,
                             caps.max_send_fds, caps.max_xfer,
-                            caps.migration_pgsize, caps.write_multiple);
+                            caps.max_dma_maps, caps.pgsizes);
     vfio_user_set_state(proxy, VFIO_PROXY_CONNECTED);
     return 0;
 }
@@ -1313,6 +1430,7 @@ VFIOProxy *vfio_user_proxy_new(AioContext *ctx, const VFIOUserProxyOps *ops,
     proxy->opaque = opaque;
     proxy->name = g_strdup("(none)");
     proxy->timeout_ms = VFIO_USER_DEFAULT_TIMEOUT_MS;
+    proxy->teardown_deadline = INT64_MAX;
     proxy->state = VFIO_PROXY_CLOSED;
     proxy->late_id = -1;
     vfio_user_default_caps(&proxy->caps);
@@ -1328,6 +1446,34 @@ VFIOProxy *vfio_user_proxy_new(AioContext *ctx, const VFIOUserProxyOps *ops,
 void vfio_user_proxy_set_timeout(VFIOProxy *proxy, uint32_t timeout_ms)
 {
     proxy->timeout_ms = timeout_ms;
+}
+
+void vfio_user_proxy_begin_teardown(VFIOProxy *proxy)
+{
+    VFIOUserWaiter *w;
+
+    if (!proxy || !proxy->timeout_ms ||
+        proxy->teardown_deadline != INT64_MAX) {
+        return;
+    }
+    proxy->teardown_deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                               proxy->timeout_ms;
+    QTAILQ_FOREACH(w, &proxy->waiters, next) {
+        w->deadline = MIN(w->deadline, proxy->teardown_deadline);
+    }
+    if (!QTAILQ_EMPTY(&proxy->waiters) &&
+        (!timer_pending(&proxy->timer) ||
+         timer_expire_time_ns(&proxy->timer) >
+         proxy->teardown_deadline * SCALE_MS)) {
+        timer_mod(&proxy->timer, proxy->teardown_deadline);
+    }
+}
+
+void vfio_user_proxy_end_teardown(VFIOProxy *proxy)
+{
+    if (proxy) {
+        proxy->teardown_deadline = INT64_MAX;
+    }
 }
 
 /* Wait until the coroutines of the last channel have ended. */

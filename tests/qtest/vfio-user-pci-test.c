@@ -22,6 +22,7 @@
 #include "hw/pci/pci_regs.h"
 #include <linux/vfio.h>
 #include "qemu/bswap.h"
+#include "qemu/cutils.h"
 #include "qemu/units.h"
 #include "qobject/qdict.h"
 #include "qobject/qjson.h"
@@ -33,6 +34,12 @@
 #define GPIO_VENDOR         0x494f
 #define GPIO_DEVICE         0x0dc8
 #define SLOT                4
+
+/* The fault server's BAR0 registers (tests/vfio-user/fault-server.py) */
+#define FAULT_CMD           0xff8
+#define FAULT_ADDR          0xfe0
+#define FAULT_ARMED_REG     0xff0
+#define CLIENT_MAX_XFER     (1 * MiB)
 
 typedef struct Server {
     GPid pid;
@@ -205,6 +212,22 @@ static void server_free(Server *s)
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(Server, server_free)
 
+static char *server_file(Server *s, const char *name)
+{
+    s->extra = g_slist_prepend(s->extra, g_build_filename(s->dir, name,
+                                                         NULL));
+    return g_strdup(s->extra->data);
+}
+
+/* Does the text file @path contain @what? */
+static bool file_contains(const char *path, const char *what)
+{
+    g_autofree char *text = NULL;
+
+    return g_file_get_contents(path, &text, NULL, NULL) &&
+           strstr(text, what);
+}
+
 static QTestState *client_start(Server *s, const char *extra)
 {
     return qtest_initf("-machine pc -display none "
@@ -273,6 +296,69 @@ static void assert_alive(QTestState *qts)
     resp = qtest_qmp(qts, "{'execute': 'query-pci'}");
     g_assert(qdict_haskey(resp, "return"));
     qobject_unref(resp);
+}
+
+/*
+ * Start QEMU with its stderr going to a file of @s (the child inherits
+ * our fd 2), to count what it reports.
+ */
+static QTestState *client_start_stderr(Server *s, const char *extra,
+                                       char **path)
+{
+    int saved = dup(2);
+    int fd;
+    QTestState *qts;
+
+    *path = server_file(s, "qemu-stderr.log");
+    fd = open(*path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    g_assert(saved >= 0 && fd >= 0);
+    dup2(fd, 2);
+    close(fd);
+    qts = client_start(s, extra);
+    dup2(saved, 2);
+    close(saved);
+    return qts;
+}
+
+/* How many lines of the text file @path contain @what? */
+static int file_count(const char *path, const char *what)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    int i, n = 0;
+
+    g_assert(g_file_get_contents(path, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        n += !!strstr(lines[i], what);
+    }
+    return n;
+}
+
+/* QEMU's stderr @path holds one report: the loss of the server. */
+static void assert_reported_once(const char *path)
+{
+    if (file_count(path, "lost the server") != 1 ||
+        file_count(path, "vfio-user") != 1) {
+        g_autofree char *text = NULL;
+
+        g_file_get_contents(path, &text, NULL, NULL);
+        g_error("expected one report of the lost server, got:\n%s", text);
+    }
+}
+
+static long rss_kib(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/status", pid);
+    g_autofree char *text = NULL;
+    const char *p, *end;
+    long kib;
+
+    g_assert(g_file_get_contents(path, &text, NULL, NULL));
+    p = strstr(text, "VmRSS:");
+    g_assert(p);
+    g_assert(!qemu_strtol(p + 6, &end, 10, &kib));
+    return kib;
 }
 
 /* -- edu over x-vfio-user-server -------------------------------------- */
@@ -411,7 +497,10 @@ static void test_gpio(void)
 static void test_server_sparse_bar(void)
 {
     g_autoptr(Server) s = sample_start("server", NULL);
-    QTestState *qts = client_start(s, NULL);
+    g_autofree char *trace = server_file(s, "trace.log");
+    g_autofree char *extra = g_strdup_printf(
+        "-trace vfio_user_pci_posted_writes -D %s", trace);
+    QTestState *qts = client_start(s, extra);
     QPCIBus *bus = qpci_new_pc(qts, NULL);
     QPCIDevice *dev = find_dev(bus);
     uint64_t size;
@@ -420,6 +509,11 @@ static void test_server_sparse_bar(void)
 
     /* 0x3000 rounded up to a power of two for the PCI BAR */
     g_assert_cmphex(size, ==, 0x4000);
+    /*
+     * PCI ordering is per function: with mmap-ed areas in BAR1, writes to
+     * any BAR of the device are not posted.
+     */
+    g_assert(file_contains(trace, "posted MMIO writes 0"));
     for (i = 0; i < 16; i += 4) {
         /* page 0, through the mmap of the server's file */
         qpci_io_writel(dev, bar1, 0, 0xc0de0000 + i);
@@ -497,6 +591,16 @@ static void test_bad_input(void)
                     "needs a UNIX socket");
     qobject_unref(resp);
 
+    /* A network address in the string form: named, not taken as a path */
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
+                     "{'driver': 'vfio-user-pci', 'id': 'b7', "
+                     "'socket': 'tcp:1.2.3.4:5'}}");
+    msg = g_strdup(qdict_get_str(qdict_get_qdict(resp, "error"), "desc"));
+    assert_contains(msg, "a tcp address");
+    assert_contains(msg, "needs a UNIX socket");
+    g_free(msg);
+    qobject_unref(resp);
+
     /* A server that closes the connection right after accept */
     {
         g_autoptr(Server) s = fault_start("close");
@@ -565,6 +669,8 @@ static void test_realize_unwind(void)
         { "bad-region-caps", "region 0" },
         { "cap-loop", "invalid capability list" },
         { "msix-bir", "MSI-X table (BAR 7" },
+        { "bad-sparse", "region 0" },
+        { "unaligned-sparse", "region 0" },
     };
     QTestState *qts = qtest_init("-machine pc -display none");
     int fds0 = -1;
@@ -585,6 +691,28 @@ static void test_realize_unwind(void)
     g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
     assert_alive(qts);
     qtest_quit(qts);
+}
+
+/*
+ * -device vfio-user-pci,help describes this device's properties, not
+ * those of a kernel VFIO device.
+ */
+static void test_help(void)
+{
+    g_autofree char *out = NULL;
+    char *argv[] = {
+        (char *)qemu_bin(), (char *)"-device", (char *)"vfio-user-pci,help",
+        NULL
+    };
+    int status;
+
+    g_assert(g_spawn_sync(NULL, argv, NULL, G_SPAWN_STDERR_TO_DEV_NULL,
+                          NULL, NULL, &out, NULL, &status, NULL));
+    g_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_contains(out, "socket=");
+    assert_contains(out, "x-msg-timeout=");
+    g_assert(!strstr(out, "mdev driver"));
+    g_assert(!strstr(out, "enable-migration"));
 }
 
 /* A guest vIOMMU is refused at realize, clearly; QEMU goes on. */
@@ -610,7 +738,8 @@ static void test_viommu_refused(void)
 static void test_disconnect(void)
 {
     g_autoptr(Server) s = remote_start("edu");
-    QTestState *qts = client_start(s, NULL);
+    g_autofree char *err = NULL;
+    QTestState *qts = client_start_stderr(s, NULL, &err);
     QPCIBus *bus = qpci_new_pc(qts, NULL);
     QPCIDevice *dev = find_dev(bus);
     QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
@@ -645,6 +774,8 @@ static void test_disconnect(void)
     assert_alive(qts);
     qpci_free_pc(bus);
     qtest_quit(qts);
+    /* The loss is reported once; the unplug that follows adds nothing */
+    assert_reported_once(err);
 }
 
 /* -- DMA and interrupts ---------------------------------------------------- */
@@ -850,13 +981,6 @@ static void test_edu_intx(void)
 }
 
 /* The file of @s's directory named @name (removed with the server). */
-static char *server_file(Server *s, const char *name)
-{
-    s->extra = g_slist_prepend(s->extra, g_build_filename(s->dir, name,
-                                                         NULL));
-    return g_strdup(s->extra->data);
-}
-
 /* Wait for the server to exit by itself; its exit status. */
 static int server_wait_exit(Server *s)
 {
@@ -874,15 +998,6 @@ static int server_wait_exit(Server *s)
     g_spawn_close_pid(s->pid);
     s->pid = 0;
     return status;
-}
-
-/* Does the text file @path contain @what? */
-static bool file_contains(const char *path, const char *what)
-{
-    g_autofree char *text = NULL;
-
-    return g_file_get_contents(path, &text, NULL, NULL) &&
-           strstr(text, what);
 }
 
 /*
@@ -962,10 +1077,6 @@ static void test_server_dma_messages(void)
 
 /* -- the server's DMA requests, checked --------------------------------- */
 
-#define FAULT_CMD           0xff8
-#define FAULT_ADDR          0xfe0
-#define FAULT_ARMED_REG     0xff0
-#define CLIENT_MAX_XFER     (1 * MiB)
 
 /*
  * The next event @event (for command @cmd if >= 0) in the fault server's
@@ -1150,9 +1261,10 @@ static void test_fault_dma(void)
 }
 
 /*
- * A DMA_WRITE larger than the client's max_data_xfer_size: the proxy
- * consumes it whole and answers EINVAL, none of the data reaches guest
- * memory, and the connection goes on.
+ * A DMA_WRITE larger than the client's max_data_xfer_size breaks the
+ * protocol: the client does not read it (it could be 4 GiB), none of its
+ * data reaches guest memory, and the server is lost: the device reads
+ * all ones, QEMU goes on.
  */
 static void test_fault_dma_big_write(void)
 {
@@ -1165,13 +1277,99 @@ static void test_fault_dma_big_write(void)
 
     qpci_io_writel(dev, bar0, 0x10, 0x12345678);
     g_assert_cmphex(qpci_io_readl(dev, bar0, 0x10), ==, 0x12345678);
-    g_assert_cmpint(fault_dma(dev, bar0, s, 9, 0, NULL), ==, EINVAL);
+    qpci_io_writel(dev, bar0, FAULT_CMD, 9);
+    qobject_unref(fault_event(s, "eof", -1));
     g_assert_cmphex(qtest_readq(qts, 0x100000), ==, before);
-    g_assert_cmphex(qpci_io_readl(dev, bar0, 0x10), ==, 0x12345678);
-    g_assert_cmpint(fault_dma(dev, bar0, s, 5, 0x123450, NULL), ==, 0);
+    g_assert_cmphex(qpci_io_readl(dev, bar0, 0x10), ==, 0xffffffff);
     assert_alive(qts);
 
     client_end(qts, bus, dev, bar0);
+}
+
+/*
+ * A server that sends 10,000 valid DMA_READs back to back while nothing
+ * of ours is outstanding, then 2,000 DMA_WRITEs of 64 KiB (125 MiB): all
+ * answered, correctly and in order; QEMU's memory stays bounded (the
+ * client stops reading while its queue is full); the device works on.
+ */
+static void test_fault_burst(void)
+{
+    g_autoptr(Server) s = fault_start("device");
+    QTestState *qts = client_start(s, "-m 128M");
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+    g_autofree uint8_t *pat = g_malloc(4096);
+    long rss0, rss1;
+    QDict *ev;
+
+    fill_pattern(pat, 4096, 0x42);
+    qtest_memwrite(qts, 0x200000, pat, 4096);
+    qpci_io_writel(dev, bar0, FAULT_ADDR, 0x200000);
+    qpci_io_writel(dev, bar0, FAULT_ADDR + 4, 0);
+    rss0 = rss_kib(qtest_pid(qts));
+
+    qpci_io_writel(dev, bar0, FAULT_CMD, 10);
+    ev = fault_event(s, "burst", -1);
+    g_assert_cmpint(qdict_get_int(ev, "sent"), ==, 10000);
+    g_assert_cmpint(qdict_get_int(ev, "answered"), ==, 10000);
+    g_assert_cmpint(qdict_get_int(ev, "bad"), ==, 0);
+    qobject_unref(ev);
+
+    qpci_io_writel(dev, bar0, FAULT_ADDR, 0x300000);
+    qpci_io_writel(dev, bar0, FAULT_CMD, 11);
+    ev = fault_event(s, "burst", -1);
+    g_assert_cmpint(qdict_get_int(ev, "answered"), ==, 2000);
+    g_assert_cmpint(qdict_get_int(ev, "bad"), ==, 0);
+    qobject_unref(ev);
+    g_assert_cmphex(qtest_readb(qts, 0x30fff0), ==, 0x6b);
+    rss1 = rss_kib(qtest_pid(qts));
+    g_test_message("QEMU RSS %ld KiB before the bursts, %ld KiB after",
+                   rss0, rss1);
+    g_assert_cmpint(rss1 - rss0, <, 48 * 1024);
+
+    /* The device works on */
+    qpci_io_writel(dev, bar0, 0x10, 0xabcd1234);
+    g_assert_cmphex(qpci_io_readl(dev, bar0, 0x10), ==, 0xabcd1234);
+    g_assert_cmphex(qpci_config_readw(dev, PCI_VENDOR_ID), ==, 0x1af4);
+    assert_alive(qts);
+    client_end(qts, bus, dev, bar0);
+}
+
+/*
+ * Unplug while the server hangs (reads, answers nothing): done within
+ * one reply timeout in total, QMP answers afterwards, and the loss is
+ * reported once.
+ */
+static void test_unplug_hung(void)
+{
+    g_autoptr(Server) s = fault_start("device");
+    g_autofree char *err = NULL;
+    QTestState *qts = client_start_stderr(s, "-global "
+                                          "vfio-user-pci.x-msg-timeout=2000",
+                                          &err);
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+    gint64 t0, ms;
+
+    qpci_io_writel(dev, bar0, 0x10, 0x1234);
+    g_assert_cmphex(qpci_io_readl(dev, bar0, 0x10), ==, 0x1234);
+    qpci_io_writel(dev, bar0, FAULT_CMD, 12);
+    qobject_unref(fault_event(s, "hanging", -1));
+
+    qpci_iounmap(dev, bar0);
+    g_free(dev);
+    t0 = g_get_monotonic_time();
+    qpci_unplug_acpi_device_test(qts, "vu0", SLOT);
+    ms = (g_get_monotonic_time() - t0) / 1000;
+    g_test_message("unplug with a hung server: %" PRId64 " ms "
+                   "(reply timeout 2000 ms)", ms);
+    g_assert_cmpint(ms, <, 3000);
+    assert_alive(qts);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+    assert_reported_once(err);
 }
 
 /* i440FX's PAM register for 0xc0000-0xc7fff: 3 RAM, 1 RAM read-only, 0 ROM */
@@ -1561,6 +1759,9 @@ int main(int argc, char **argv)
     qtest_add_func("/vfio-user-pci/fault-dma-big-write",
                    test_fault_dma_big_write);
     qtest_add_func("/vfio-user-pci/disconnect", test_disconnect);
+    qtest_add_func("/vfio-user-pci/unplug-hung", test_unplug_hung);
+    qtest_add_func("/vfio-user-pci/fault-burst", test_fault_burst);
+    qtest_add_func("/vfio-user-pci/help", test_help);
     qtest_add_func("/vfio-user-pci/hotplug", test_hotplug);
 
     return g_test_run();

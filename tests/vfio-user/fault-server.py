@@ -31,6 +31,14 @@
 #                  8  DMA_READ of 16 bytes across the boundary of the
 #                     first two adjacent maps
 #                  9  DMA_WRITE of MAX + 4 KiB inside the largest map
+#                 10  a burst: --burst N DMA_READs of 4 bytes at ADDR + 4 *
+#                     (i % 1024), sent back to back by a thread while the
+#                     replies are read and checked against a DMA_READ of
+#                     the 4 KiB at ADDR done first; logs {"event":
+#                     "burst", "sent", "answered", "bad"}
+#                 11  a burst of 2000 DMA_WRITEs of 64 KiB of 0x6b at
+#                     ADDR, as above (memory use under back-pressure)
+#                 12  hang: from now on read every message, answer none
 #                Results go to the log as JSON lines:
 #                  {"event": "dma-reply", "cmd": N, "error": E, "len": L,
 #                   "data": HEX of the first 64 bytes read}
@@ -44,8 +52,10 @@
 # --fail WHAT breaks one reply of the device's bring-up (not-pci,
 # few-regions, many-regions, short-region-info, wrong-region-index,
 # bad-region-caps, cap-loop: a config space capability list that loops,
-# msix-bir: an MSI-X table in BAR 7), for the client's realize to fail
-# and unwind.
+# msix-bir: an MSI-X table in BAR 7, bad-sparse: BAR0 mmap-able from an
+# fd with a sparse area beyond its end, unaligned-sparse: the same with a
+# sparse area not page-aligned), for the client's realize to fail and
+# unwind.
 #
 # Each message is read whole; every event is logged as a JSON line.
 
@@ -55,6 +65,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 
 HDR = struct.Struct("<HHIII")
 CMD_VERSION, CMD_DMA_MAP, CMD_DMA_UNMAP, CMD_GET_INFO, CMD_GET_REGION_INFO, \
@@ -94,6 +105,7 @@ class Server:
         self.bar0_reads = 0
         self.client_max_xfer = MAX_XFER
         self.deferred = []
+        self.hang = False
 
     def event(self, **kw):
         self.log.write(json.dumps(kw) + "\n")
@@ -209,13 +221,69 @@ class Server:
         elif n == 9:
             err, body = self.dma_write(self.largest_map()[0],
                                        b"\x77" * (big + 4096))
+        elif n in (10, 11):
+            self.burst(n)
+            return
+        elif n == 12:
+            self.event(event="hanging")
+            self.hang = True
+            return
         else:
             return
         self.dma_event(n, err, body)
 
+    def burst(self, n):
+        """Send --burst requests without waiting, check every reply."""
+        addr = self.dma_addr()
+        count = self.args.burst if n == 10 else 2000
+        err, ref = self.dma_read(addr, 4096)
+        ref = ref[16:]
+        if err or len(ref) != 4096:
+            self.event(event="burst", sent=0, answered=0, bad=-1)
+            return
+        data = b"\x6b" * 65536
+        ids = [0x4000 | (i & 0x3fff) for i in range(count)]
+
+        def sender():
+            for i in range(count):
+                if n == 10:
+                    body = struct.pack("<QQ", addr + 4 * (i % 1024), 4)
+                    self.send(ids[i], CMD_DMA_READ, 0, body)
+                else:
+                    body = struct.pack("<QQ", addr, len(data)) + data
+                    self.send(ids[i], CMD_DMA_WRITE, 0, body)
+
+        thread = threading.Thread(target=sender)
+        thread.start()
+        answered = bad = 0
+        while answered < count:
+            msg = self.recv_msg()
+            rid, rcmd, flags, rerr, rbody, fds = msg
+            for fd in fds:
+                os.close(fd)
+            if flags & 0xf != F_REPLY:
+                self.deferred.append(msg)
+                continue
+            i = answered
+            answered += 1
+            if rid != ids[i] or flags & F_ERROR:
+                bad += 1
+            elif n == 10 and rbody[16:] != ref[4 * (i % 1024):
+                                             4 * (i % 1024) + 4]:
+                bad += 1
+            elif n == 11 and len(rbody) != 16:
+                bad += 1
+        thread.join()
+        self.event(event="burst", sent=count, answered=answered, bad=bad)
+
     # -- client requests ------------------------------------------------------
     def handle(self, msg_id, cmd, flags, body, fds):
         no_reply = flags & F_NO_REPLY
+        if self.hang:
+            self.event(event="ignored", id=msg_id, cmd=cmd)
+            for fd in fds:
+                os.close(fd)
+            return
         if cmd == CMD_VERSION:
             major, minor = struct.unpack_from("<HH", body)
             caps = body[4:].rstrip(b"\0").decode(errors="replace")
@@ -258,6 +326,9 @@ class Server:
             elif self.args.fail == "bad-region-caps" and index == BAR0:
                 # CAPS set, cap_offset pointing past the reply
                 info = struct.pack("<IIIIQQ", 32, fl | 8, index, 200, size, 0)
+            elif self.args.fail.endswith("-sparse") and index == BAR0:
+                self.sparse_region_info(msg_id, argsz, fl, size)
+                return
             self.reply(msg_id, cmd, info)
         elif cmd == CMD_GET_IRQ_INFO:
             argsz, _, index, _ = struct.unpack_from("<IIII", body)
@@ -324,6 +395,26 @@ class Server:
         for fd in fds:
             os.close(fd)
 
+    def sparse_region_info(self, msg_id, argsz, fl, size):
+        """BAR0 mmap-able from a memfd, with one bad sparse area."""
+        need = 32 + 16 + 16
+        if argsz < need:
+            info = struct.pack("<IIIIQQ", need, fl | 4 | 8, BAR0, 0, size, 0)
+            self.reply(msg_id, CMD_GET_REGION_INFO, info)
+            return
+        area = (0x1000, 0x1000) if self.args.fail == "bad-sparse" \
+            else (0x800, 0x800)
+        info = struct.pack("<IIIIQQ", need, fl | 4 | 8, BAR0, 32, size, 0)
+        info += struct.pack("<HHIII", 1, 1, 0, 1, 0)
+        info += struct.pack("<QQ", *area)
+        fd = os.memfd_create("bar0")
+        os.ftruncate(fd, size)
+        body = HDR.pack(msg_id, CMD_GET_REGION_INFO, HDR.size + len(info),
+                        F_REPLY, 0) + info
+        self.conn.sendmsg([body], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                    struct.pack("i", fd))])
+        os.close(fd)
+
     def region_read(self, region, off, count):
         if region == CONFIG and off + count <= 256:
             return bytes(self.cfg[off:off + count])
@@ -379,10 +470,13 @@ def main():
     p.add_argument("--mode", default="device",
                    choices=["close", "garbage", "device", "die-on-read"])
     p.add_argument("--die-after", type=int, default=1)
+    p.add_argument("--burst", type=int, default=10000,
+                   help="requests in a burst of command 10")
     p.add_argument("--fail", default="",
                    choices=["", "not-pci", "few-regions", "many-regions",
                             "short-region-info", "wrong-region-index",
-                            "bad-region-caps", "cap-loop", "msix-bir"],
+                            "bad-region-caps", "cap-loop", "msix-bir",
+                            "bad-sparse", "unaligned-sparse"],
                    help="break one reply of the device's bring-up")
     p.add_argument("--refuse-map", action="append", default=[],
                    type=lambda v: tuple(int(x, 0) for x in v.split("+")))

@@ -55,10 +55,6 @@ typedef struct VFIOUserCaps {
     uint64_t max_dma_maps;
     /* Page sizes the server supports for DMA maps, or'ed together. */
     uint64_t pgsizes;
-    /* Dirty bitmap page size; 0 if the server does not do migration. */
-    uint64_t migration_pgsize;
-    /* VFIO_USER_REGION_WRITE_MULTI may be used. */
-    bool write_multiple;
 } VFIOUserCaps;
 
 /*
@@ -122,6 +118,18 @@ VFIOProxy *vfio_user_proxy_new(AioContext *ctx, const VFIOUserProxyOps *ops,
  * still unanswered, the server is declared dead (VFIO_PROXY_FAILED).
  */
 void vfio_user_proxy_set_timeout(VFIOProxy *proxy, uint32_t timeout_ms);
+
+/**
+ * vfio_user_proxy_begin_teardown: bound the waits of a reset or unplug
+ *
+ * Until vfio_user_proxy_end_teardown(), every request (those already
+ * waiting included) is answered within one reply timeout from now, in
+ * total, or the server is declared lost: a hung server holds a reset or
+ * unplug up for one timeout, not one per message.  Nested calls keep the
+ * first deadline.  @proxy may be NULL.
+ */
+void vfio_user_proxy_begin_teardown(VFIOProxy *proxy);
+void vfio_user_proxy_end_teardown(VFIOProxy *proxy);
 
 /**
  * vfio_user_proxy_connect: connect and negotiate the version
