@@ -15,13 +15,13 @@ export CCACHE_BASEDIR := $(BUILD)
 export CCACHE_NOHASHDIR := 1
 
 .PHONY: all build setup deps check check-patches export-patches series \
-        check-series demo bench clean distclean help
+        check-series check-ubsan demo bench clean distclean help
 
 all: build
 
 help:
 	@sed -n '/^## /s/^## //p' $(TOP)/README.rst 2>/dev/null; \
-	echo "targets: all check demo bench export-patches check-patches series check-series clean distclean"
+	echo "targets: all check check-ubsan demo bench export-patches check-patches series check-series clean distclean"
 
 deps:
 	@$(TOP)/scripts/install-deps
@@ -67,6 +67,11 @@ check: setup
 	@$(TOP)/scripts/tree check
 	@$(MAKE) --no-print-directory build
 	@/usr/bin/python3 $(TOP)/tests/vfio-user/run-tests $(TESTS)
+
+# The unit test and the qtest under UBSan, in a second build directory
+# (build/qemu/build-ubsan); not part of check: it is a second QEMU build.
+check-ubsan: build
+	@$(TOP)/scripts/check-ubsan $(TESTS)
 
 demo: build
 	@$(TOP)/scripts/demo
