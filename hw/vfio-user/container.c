@@ -45,6 +45,15 @@
 
 typedef struct VFIOUserDMAOp VFIOUserDMAOp;
 
+/* A map, as the listener made it: what a new server gets again */
+typedef struct VFIOUserMap {
+    QLIST_ENTRY(VFIOUserMap) next;
+    hwaddr iova;
+    uint64_t size;
+    void *vaddr;
+    bool readonly;
+} VFIOUserMap;
+
 struct VFIOUserContainer {
     VFIOContainerBase bcontainer;
     VFIOUserPCIDevice *udev;
@@ -52,6 +61,8 @@ struct VFIOUserContainer {
     /* What the server may access: the maps sent, by IOVA */
     IOVATree *maps;
     unsigned int nr_maps;
+    /* The same maps, with what it takes to send them again */
+    QLIST_HEAD(, VFIOUserMap) map_list;
     /* Coroutines sending messages and waiting for their replies */
     unsigned int inflight;
     /* Messages waiting for one of them, in order */
@@ -83,6 +94,52 @@ static VFIOProxy *container_proxy(const VFIOUserContainer *c)
 static const char *container_name(const VFIOUserContainer *c)
 {
     return c->udev->parent_obj.vbasedev.name;
+}
+
+static bool vfio_user_map_add(VFIOUserContainer *c, const DMAMap *window,
+                              void *vaddr)
+{
+    VFIOUserMap *m;
+
+    if (iova_tree_insert(c->maps, window) != IOVA_OK) {
+        return false;
+    }
+    c->nr_maps++;
+    m = g_new(VFIOUserMap, 1);
+    *m = (VFIOUserMap) {
+        .iova = window->iova, .size = window->size + 1, .vaddr = vaddr,
+        .readonly = window->perm == IOMMU_RO,
+    };
+    QLIST_INSERT_HEAD(&c->map_list, m, next);
+    return true;
+}
+
+static VFIOUserMap *vfio_user_map_find(VFIOUserContainer *c, hwaddr iova,
+                                       uint64_t size)
+{
+    VFIOUserMap *m;
+
+    QLIST_FOREACH(m, &c->map_list, next) {
+        if (m->iova == iova && m->size == size) {
+            return m;
+        }
+    }
+    return NULL;
+}
+
+/* Forget the map of exactly [@iova, @iova + @size), if there is one. */
+static void vfio_user_map_remove(VFIOUserContainer *c, hwaddr iova,
+                                 uint64_t size)
+{
+    VFIOUserMap *m = vfio_user_map_find(c, iova, size);
+    DMAMap window = { .iova = iova, .size = size - 1 };
+
+    if (m) {
+        iova_tree_remove(c->maps, window);
+        c->nr_maps--;
+        QLIST_REMOVE(m, next);
+        g_free(m);
+    }
 }
 
 static void vfio_user_dma_failed(VFIOUserContainer *c, Error *err)
@@ -162,13 +219,7 @@ static void coroutine_fn vfio_user_dma_co_one(VFIOUserContainer *c,
              * flight): then there is nothing to remove, and nothing of
              * another map's to remove.
              */
-            DMAMap window = { .iova = iova, .size = size - 1 };
-            const DMAMap *m = iova_tree_find(c->maps, &window);
-
-            if (m && m->iova == iova && m->size == size - 1) {
-                iova_tree_remove(c->maps, window);
-                c->nr_maps--;
-            }
+            vfio_user_map_remove(c, iova, size);
         }
     }
 }
@@ -244,6 +295,48 @@ static int vfio_user_dma_refuse(VFIOUserContainer *c, hwaddr iova,
     return 0;
 }
 
+/*
+ * The DMA_MAP message of [@iova, @iova + @size) at host address @vaddr,
+ * with a dup() of its RAM's fd when the RAM is shareable (the message
+ * owns it: the RAMBlock, and its fd, may be freed, and the fd number
+ * reused, before the message leaves).  NULL with *@why set if the fd
+ * cannot be duplicated.
+ */
+static VFIOUserDMAOp *vfio_user_dma_map_op(hwaddr iova, uint64_t size,
+                                           void *vaddr, bool readonly,
+                                           const char **why)
+{
+    VFIOUserDMAOp *op;
+    MemoryRegion *mr;
+    off_t offset = 0;
+    int fd = -1;
+
+    mr = vfio_container_dma_map_source(vaddr, &fd, &offset);
+    if (!mr || !mr->ram_block || !qemu_ram_is_shared(mr->ram_block)) {
+        /* Not shareable: the server gets the window without an fd. */
+        fd = -1;
+        offset = 0;
+    }
+    if (fd >= 0) {
+        fd = qemu_dup(fd);
+        if (fd < 0) {
+            *why = "cannot duplicate the file descriptor of its RAM";
+            return NULL;
+        }
+    }
+    op = g_new0(VFIOUserDMAOp, 1);
+    op->fd = fd;
+    vfio_user_msg_init(&op->msg.hdr, VFIO_USER_DMA_MAP, sizeof(op->msg.map));
+    op->msg.map.argsz = cpu_to_le32(sizeof(op->msg.map) -
+                                    sizeof(op->msg.hdr));
+    op->msg.map.flags = cpu_to_le32(VFIO_USER_DMA_MAP_READ |
+                                    (readonly ? 0 : VFIO_USER_DMA_MAP_WRITE));
+    op->msg.map.offset = cpu_to_le64(offset);
+    op->msg.map.address = cpu_to_le64(iova);
+    op->msg.map.size = cpu_to_le64(size);
+    return op;
+}
+
 static int vfio_user_dma_map(const VFIOContainerBase *bcontainer,
                              hwaddr iova, ram_addr_t size, void *vaddr,
                              bool readonly)
@@ -255,10 +348,8 @@ static int vfio_user_dma_map(const VFIOContainerBase *bcontainer,
         .iova = iova, .size = size - 1,
         .perm = readonly ? IOMMU_RO : IOMMU_RW,
     };
+    const char *why = NULL;
     VFIOUserDMAOp *op;
-    MemoryRegion *mr;
-    off_t offset = 0;
-    int fd = -1;
 
     if (!size || (iova & pgmask) || (size & pgmask)) {
         return vfio_user_dma_refuse(c, iova, size, "not aligned to the "
@@ -269,43 +360,60 @@ static int vfio_user_dma_map(const VFIOContainerBase *bcontainer,
         return vfio_user_dma_refuse(c, iova, size,
                                     "the server's max_dma_maps is reached");
     }
-    mr = vfio_container_dma_map_source(vaddr, &fd, &offset);
-    if (!mr || !mr->ram_block || !qemu_ram_is_shared(mr->ram_block)) {
-        /* Not shareable: the server gets the window without an fd. */
-        fd = -1;
-        offset = 0;
+    op = vfio_user_dma_map_op(iova, size, vaddr, readonly, &why);
+    if (!op) {
+        return vfio_user_dma_refuse(c, iova, size, why);
     }
-    /*
-     * The message owns a duplicate: the RAMBlock (and its fd) may be
-     * freed, and the fd number reused, before the message leaves.
-     */
-    if (fd >= 0) {
-        fd = qemu_dup(fd);
-        if (fd < 0) {
-            return vfio_user_dma_refuse(c, iova, size, "cannot duplicate "
-                                        "the file descriptor of its RAM");
-        }
-    }
-    if (iova_tree_insert(c->maps, &window) != IOVA_OK) {
-        if (fd >= 0) {
-            close(fd);
-        }
+    if (!vfio_user_map_add(c, &window, vaddr)) {
+        vfio_user_dma_op_free(op);
         return vfio_user_dma_refuse(c, iova, size,
                                     "it overlaps an existing map");
     }
-    c->nr_maps++;
-
-    op = g_new0(VFIOUserDMAOp, 1);
-    op->fd = fd;
-    vfio_user_msg_init(&op->msg.hdr, VFIO_USER_DMA_MAP, sizeof(op->msg.map));
-    op->msg.map.argsz = cpu_to_le32(sizeof(op->msg.map) -
-                                    sizeof(op->msg.hdr));
-    op->msg.map.flags = cpu_to_le32(VFIO_USER_DMA_MAP_READ |
-                                    (readonly ? 0 : VFIO_USER_DMA_MAP_WRITE));
-    op->msg.map.offset = cpu_to_le64(offset);
-    op->msg.map.address = cpu_to_le64(iova);
-    op->msg.map.size = cpu_to_le64(size);
     return vfio_user_dma_send(c, op);
+}
+
+int coroutine_fn vfio_user_container_co_replay(VFIOUserContainer *c,
+                                               Error **errp)
+{
+    g_autofree VFIOUserMap *snap = g_new(VFIOUserMap, c->nr_maps);
+    unsigned int i, n = 0;
+    VFIOUserMap *m;
+
+    /* The list may change while we wait for replies: work on a copy */
+    QLIST_FOREACH(m, &c->map_list, next) {
+        snap[n++] = *m;
+    }
+    for (i = 0; i < n; i++) {
+        const char *why = NULL;
+        VFIOUserDMAOp *op;
+        VFIOUserFDs fds;
+        int ret;
+
+        if (!vfio_user_map_find(c, snap[i].iova, snap[i].size)) {
+            /* Unmapped meanwhile */
+            continue;
+        }
+        op = vfio_user_dma_map_op(snap[i].iova, snap[i].size, snap[i].vaddr,
+                                  snap[i].readonly, &why);
+        if (!op) {
+            error_setg(errp, "DMA_MAP of 0x%" HWADDR_PRIx "+0x%" PRIx64
+                       ": %s", snap[i].iova, snap[i].size, why);
+            return -EIO;
+        }
+        fds = (VFIOUserFDs) { .send = &op->fd, .nsend = 1 };
+        ret = vfio_user_co_send_recv(container_proxy(c), &op->msg.hdr,
+                                     op->fd >= 0 ? &fds : NULL,
+                                     sizeof(op->msg), 0, errp);
+        trace_vfio_user_dma(container_name(c), "replay map", snap[i].iova,
+                            snap[i].size, op->fd, ret);
+        vfio_user_dma_op_free(op);
+        if (ret < 0) {
+            error_prepend(errp, "DMA_MAP of 0x%" HWADDR_PRIx "+0x%" PRIx64
+                          ": ", snap[i].iova, snap[i].size);
+            return ret;
+        }
+    }
+    return 0;
 }
 
 static int vfio_user_dma_unmap(const VFIOContainerBase *bcontainer,
@@ -329,8 +437,7 @@ static int vfio_user_dma_unmap(const VFIOContainerBase *bcontainer,
         DMAMap old = *m;
         VFIOUserDMAOp *op;
 
-        iova_tree_remove(c->maps, old);
-        c->nr_maps--;
+        vfio_user_map_remove(c, old.iova, old.size + 1);
 
         op = g_new0(VFIOUserDMAOp, 1);
         op->fd = -1;
@@ -415,6 +522,7 @@ static bool vfio_user_attach_device(const char *name, VFIODevice *vbasedev,
     c->udev = udev;
     c->as = as;
     c->maps = iova_tree_new();
+    QLIST_INIT(&c->map_list);
     QSIMPLEQ_INIT(&c->pending);
     bcontainer = &c->bcontainer;
     bcontainer->pgsizes = caps->pgsizes;
@@ -457,6 +565,11 @@ void vfio_user_detach_device_common(VFIODevice *vbasedev)
     QLIST_REMOVE(vbasedev, container_next);
     vbasedev->bcontainer = NULL;
     c->udev->container = NULL;
+    while (!QLIST_EMPTY(&c->map_list)) {
+        VFIOUserMap *m = QLIST_FIRST(&c->map_list);
+
+        vfio_user_map_remove(c, m->iova, m->size);
+    }
     iova_tree_destroy(c->maps);
     object_unref(OBJECT(c));
     vfio_put_address_space(space);

@@ -31,6 +31,13 @@ void vfio_user_container_drain(VFIOUserContainer *c);
 /* Are map or unmap messages queued, not sent yet? */
 bool vfio_user_container_queued(VFIOUserContainer *c);
 
+/*
+ * Send every map to the server again (a new server, which has none), in
+ * the calling coroutine.  Returns 0 or a negative errno with @errp set.
+ */
+int coroutine_fn vfio_user_container_co_replay(VFIOUserContainer *c,
+                                               Error **errp);
+
 /* Unmap everything and free the device's container, if it has one. */
 void vfio_user_detach_device_common(VFIODevice *vbasedev);
 

@@ -74,9 +74,15 @@ static bool vfio_user_server_lost(VFIODevice *vbasedev)
      * During realize a lost server is an error: realize fails.  (Not
      * DEVICE(udev)->realized: it is false already during unrealize.)
      */
-    return !udev->realizing &&
-           (udev->server_lost ||
-            vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED);
+    if (udev->realizing) {
+        return false;
+    }
+    if (udev->server_lost) {
+        /* A reconnect attempt restores the device with these ops */
+        return !udev->reconnect_co ||
+               qemu_coroutine_self() != udev->reconnect_co;
+    }
+    return vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED;
 }
 
 /* The payload of a reply, after the header. */

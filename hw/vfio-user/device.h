@@ -12,6 +12,9 @@
 #include "hw/vfio-user/proxy.h"
 
 #define TYPE_VFIO_USER_PCI "vfio-user-pci"
+
+/* The config header bytes that hold the device's IDs and class */
+#define VFIO_USER_ID_BYTES              0x30
 OBJECT_DECLARE_SIMPLE_TYPE(VFIOUserPCIDevice, VFIO_USER_PCI)
 
 struct VFIOUserPCIDevice {
@@ -22,18 +25,38 @@ struct VFIOUserPCIDevice {
     uint32_t msg_timeout;
     bool no_posted_writes;
     uint32_t class_code;
+    uint32_t reconnect_ms;
 
     VFIOProxy *proxy;
     struct VFIOUserContainer *container;
     Error *migration_blocker;
     /*
      * The server is gone: reads return all ones and writes are dropped
-     * until the device is unplugged.  Reported once.
+     * until the device reconnects (hw/vfio-user/reconnect.c) or is
+     * unplugged.  Reported once.
      */
     bool server_lost;
     /* In realize, where a lost server is an error (realize fails) */
     bool realizing;
+
+    /* Reconnecting (hw/vfio-user/reconnect.c) */
+    QEMUTimer *reconnect_timer;
+    /* The attempt in progress, whose messages pass while server_lost */
+    Coroutine *reconnect_co;
+    /* A reset or unplug made the attempt in progress fail */
+    bool reconnect_cancelled;
+    unsigned int reconnect_attempts;
+    /* Why the last attempt was refused, reported once */
+    char *refusal;
+    /* The server's config header at realize: what identifies the device */
+    uint8_t ids[VFIO_USER_ID_BYTES];
 };
+
+/* hw/vfio-user/reconnect.c */
+int vfio_user_pci_read_ids(VFIOUserPCIDevice *udev, uint8_t *ids);
+void vfio_user_pci_disconnected(VFIOUserPCIDevice *udev, const Error *err);
+void vfio_user_pci_schedule_reconnect(VFIOUserPCIDevice *udev);
+void vfio_user_pci_cancel_reconnect(VFIOUserPCIDevice *udev, bool wait);
 
 /* The vfio-user implementation of VFIODeviceIOOps (hw/vfio-user/device.c) */
 extern const VFIODeviceIOOps vfio_user_device_io_ops;

@@ -45,11 +45,23 @@ static void vfio_user_pci_proxy_failed(void *opaque, const Error *err)
     }
     udev->server_lost = true;
     /* During realize the failure is realize's error */
-    if (!udev->realizing) {
+    if (udev->realizing) {
+        return;
+    }
+    if (udev->reconnect_ms &&
+        udev->socket->type == SOCKET_ADDRESS_TYPE_UNIX) {
         error_report("vfio-user-pci %s: lost the server: %s; the device "
                      "reads all ones and ignores writes until it is "
-                     "unplugged", dev->id ?: "(no id)", error_get_pretty(err));
+                     "connected again (trying every %u ms)",
+                     dev->id ?: "(no id)", error_get_pretty(err),
+                     udev->reconnect_ms);
+    } else {
+        error_report("vfio-user-pci %s: lost the server: %s; the device "
+                     "reads all ones and ignores writes until it is "
+                     "unplugged (or x-vfio-user-reconnect)",
+                     dev->id ?: "(no id)", error_get_pretty(err));
     }
+    vfio_user_pci_disconnected(udev, err);
 }
 
 /* The server's DMA_READ and DMA_WRITE, checked against the DMA maps. */
@@ -268,6 +280,10 @@ static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
     if (!vfio_pci_populate_device(vdev, errp)) {
         goto error;
     }
+    if (vfio_user_pci_read_ids(udev, udev->ids) < 0) {
+        error_setg(errp, "cannot read the config space");
+        goto error;
+    }
     if (!vfio_pci_config_setup(vdev, errp)) {
         goto error;
     }
@@ -327,6 +343,7 @@ static void vfio_user_pci_exit(PCIDevice *pdev)
         object_class_by_name(TYPE_VFIO_PCI_BASE));
 
     migrate_del_blocker(&udev->migration_blocker);
+    vfio_user_pci_cancel_reconnect(udev, true);
     /* A hung server holds unplug up for one reply timeout, not more */
     vfio_user_proxy_begin_teardown(udev->proxy);
     base->exit(pdev);
@@ -344,6 +361,11 @@ static void vfio_user_pci_do_reset(VFIOUserPCIDevice *udev)
     int ret;
 
     trace_vfio_user_pci_reset(vbasedev->name);
+    if (udev->reconnect_co) {
+        /* Restore after the reset, from the state the reset leaves */
+        udev->reconnect_cancelled = true;
+        vfio_user_proxy_abort(udev->proxy);
+    }
     /* A hung server holds reset up for one reply timeout, not more */
     vfio_user_proxy_begin_teardown(udev->proxy);
     vfio_pci_pre_reset(vdev);
@@ -503,6 +525,7 @@ static void vfio_user_pci_finalize(Object *obj)
     vfio_user_proxy_free(udev->proxy);
     udev->proxy = NULL;
     qapi_free_SocketAddress(udev->socket);
+    g_free(udev->refusal);
 }
 
 static const Property vfio_user_pci_properties[] = {
@@ -512,6 +535,7 @@ static const Property vfio_user_pci_properties[] = {
                      no_posted_writes, false),
     DEFINE_PROP_UINT32("x-pci-class-code", VFIOUserPCIDevice, class_code,
                        PCI_ANY_ID),
+    DEFINE_PROP_UINT32("reconnect-ms", VFIOUserPCIDevice, reconnect_ms, 0),
 };
 
 static void vfio_user_pci_class_init(ObjectClass *klass, void *data)
@@ -536,6 +560,9 @@ static void vfio_user_pci_class_init(ObjectClass *klass, void *data)
         "Wait for the server to complete each MMIO write (DEBUG)");
     object_class_property_set_description(klass, "x-pci-class-code",
         "Override the PCI class code (24 bits) with this value");
+    object_class_property_set_description(klass, "reconnect-ms",
+        "When the server is lost, try to connect to the socket path again "
+        "every this many milliseconds; 0 (the default) never reconnects");
     dc->desc = "vfio-user PCI device: a PCI device emulated by another "
                "process, reached over a vfio-user socket";
     pdc->realize = vfio_user_pci_realize;

@@ -1486,13 +1486,21 @@ static void vfio_user_drain(VFIOProxy *proxy)
     assert(!proxy->replies_due && QTAILQ_EMPTY(&proxy->waiters));
 }
 
-int vfio_user_proxy_attach(VFIOProxy *proxy, QIOChannelSocket *sioc,
-                           const char *name, Error **errp)
+void vfio_user_proxy_abort(VFIOProxy *proxy)
 {
-    Error *local_err = NULL;
-    VFIOUserCall call = { .proxy = proxy, .errp = &local_err };
-    int ret;
+    Error *err = NULL;
 
+    if (proxy->state == VFIO_PROXY_CONNECTING ||
+        proxy->state == VFIO_PROXY_CONNECTED) {
+        vfio_user_error(proxy, &err, "connection closed by the client");
+        vfio_user_drop_channel(proxy, VFIO_PROXY_FAILED, err);
+    }
+}
+
+/* Can @sioc become the proxy's channel? */
+static int vfio_user_attach_check(VFIOProxy *proxy, QIOChannelSocket *sioc,
+                                  const char *name, Error **errp)
+{
     if (proxy->state != VFIO_PROXY_CLOSED &&
         proxy->state != VFIO_PROXY_FAILED) {
         vfio_user_error(proxy, errp, "already connected");
@@ -1503,8 +1511,14 @@ int vfio_user_proxy_attach(VFIOProxy *proxy, QIOChannelSocket *sioc,
         error_setg(errp, "vfio-user server %s: not a UNIX socket", name);
         return -EINVAL;
     }
+    return 0;
+}
 
-    vfio_user_drain(proxy);
+/* Make @sioc the channel, start its receiver: the proxy is CONNECTING. */
+static void vfio_user_attach_channel(VFIOProxy *proxy, QIOChannelSocket *sioc,
+                                     const char *name)
+{
+    assert(!proxy->recv_co && !proxy->req_co);
     if (proxy->ioc) {
         object_unref(proxy->ioc);
     }
@@ -1523,12 +1537,51 @@ int vfio_user_proxy_attach(VFIOProxy *proxy, QIOChannelSocket *sioc,
     proxy->recv_co = qemu_coroutine_create(vfio_user_recv_co, proxy);
     vfio_user_update_handler(proxy);
     aio_co_enter(proxy->ctx, proxy->recv_co);
+}
+
+int vfio_user_proxy_attach(VFIOProxy *proxy, QIOChannelSocket *sioc,
+                           const char *name, Error **errp)
+{
+    Error *local_err = NULL;
+    VFIOUserCall call = { .proxy = proxy, .errp = &local_err };
+    int ret;
+
+    ret = vfio_user_attach_check(proxy, sioc, name, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    vfio_user_drain(proxy);
+    vfio_user_attach_channel(proxy, sioc, name);
 
     ret = vfio_user_run(&call, false);
     if (ret < 0) {
         /* Spec: a client that refuses the version closes the connection. */
         vfio_user_fail(proxy, proxy->gen, error_copy(local_err));
         error_propagate(errp, local_err);
+    }
+    return ret;
+}
+
+int coroutine_fn vfio_user_co_proxy_attach(VFIOProxy *proxy,
+                                           QIOChannelSocket *sioc,
+                                           const char *name, Error **errp)
+{
+    int ret;
+
+    ret = vfio_user_attach_check(proxy, sioc, name, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    if (proxy->recv_co || proxy->req_co) {
+        /* A coroutine cannot wait for them in an event loop */
+        error_setg(errp, "vfio-user server %s: the last connection is "
+                   "still closing", name);
+        return -EBUSY;
+    }
+    vfio_user_attach_channel(proxy, sioc, name);
+    ret = vfio_user_co_negotiate(proxy, errp);
+    if (ret < 0) {
+        vfio_user_proxy_abort(proxy);
     }
     return ret;
 }
@@ -1542,7 +1595,7 @@ int vfio_user_proxy_attach(VFIOProxy *proxy, QIOChannelSocket *sioc,
  */
 static QIOChannelSocket *vfio_user_connect_unix(const char *path,
                                                 uint32_t timeout_ms,
-                                                Error **errp)
+                                                bool nonblock, Error **errp)
 {
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
     struct timeval tv = {
@@ -1556,12 +1609,14 @@ static QIOChannelSocket *vfio_user_connect_unix(const char *path,
         return NULL;
     }
     strcpy(sun.sun_path, path);
-    fd = qemu_socket(AF_UNIX, SOCK_STREAM, 0);
+    fd = qemu_socket(AF_UNIX, SOCK_STREAM | (nonblock ? SOCK_NONBLOCK : 0),
+                     0);
     if (fd < 0) {
         error_setg_errno(errp, errno, "cannot create a socket");
         return NULL;
     }
-    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
+    if (!nonblock &&
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
         error_setg_errno(errp, errno, "cannot set a connect timeout");
         close(fd);
         return NULL;
@@ -1570,7 +1625,10 @@ static QIOChannelSocket *vfio_user_connect_unix(const char *path,
         ret = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
     } while (ret < 0 && errno == EINTR);
     if (ret < 0) {
-        if (errno == EAGAIN) {
+        if (errno == EAGAIN && nonblock) {
+            error_setg(errp, "the server does not accept connections now "
+                       "(is another client connected?)");
+        } else if (errno == EAGAIN) {
             error_setg(errp, "the server did not accept the connection "
                        "within %u ms (is another client connected?)",
                        timeout_ms);
@@ -1589,28 +1647,29 @@ static QIOChannelSocket *vfio_user_connect_unix(const char *path,
     return sioc;
 }
 
-int vfio_user_proxy_connect(VFIOProxy *proxy, SocketAddress *addr,
-                            Error **errp)
+QIOChannelSocket *vfio_user_proxy_open(VFIOProxy *proxy, SocketAddress *addr,
+                                       bool nonblock, char **name,
+                                       Error **errp)
 {
-    g_autoptr(QIOChannelSocket) sioc = NULL;
-    g_autofree char *name = NULL;
+    QIOChannelSocket *sioc;
 
     switch (addr->type) {
     case SOCKET_ADDRESS_TYPE_UNIX:
-        name = g_strdup(addr->u.q_unix.path);
+        *name = g_strdup(addr->u.q_unix.path);
         break;
     case SOCKET_ADDRESS_TYPE_FD:
-        name = g_strdup_printf("fd %s", addr->u.fd.str);
+        *name = g_strdup_printf("fd %s", addr->u.fd.str);
         break;
     default:
         error_setg(errp, "vfio-user: the server must be a UNIX socket "
                    "(path or fd)");
-        return -EINVAL;
+        *name = NULL;
+        return NULL;
     }
 
     if (addr->type == SOCKET_ADDRESS_TYPE_UNIX) {
         sioc = vfio_user_connect_unix(addr->u.q_unix.path, proxy->timeout_ms,
-                                      errp);
+                                      nonblock, errp);
     } else {
         sioc = qio_channel_socket_new();
         if (qio_channel_socket_connect_sync(sioc, addr, errp) < 0) {
@@ -1618,8 +1677,20 @@ int vfio_user_proxy_connect(VFIOProxy *proxy, SocketAddress *addr,
         }
     }
     if (!sioc) {
-        error_prepend(errp, "vfio-user server %s: ", name);
-        return -ECONNREFUSED;
+        error_prepend(errp, "vfio-user server %s: ", *name);
+    }
+    return sioc;
+}
+
+int vfio_user_proxy_connect(VFIOProxy *proxy, SocketAddress *addr,
+                            Error **errp)
+{
+    g_autoptr(QIOChannelSocket) sioc = NULL;
+    g_autofree char *name = NULL;
+
+    sioc = vfio_user_proxy_open(proxy, addr, false, &name, errp);
+    if (!sioc) {
+        return name ? -ECONNREFUSED : -EINVAL;
     }
     return vfio_user_proxy_attach(proxy, sioc, name, errp);
 }

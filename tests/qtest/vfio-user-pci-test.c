@@ -48,6 +48,7 @@ typedef struct Server {
     char *log;
     GSList *extra;      /* more files in @dir */
     int log_pos;        /* log lines consumed by fault_event() */
+    char **argv;        /* how it was started, for server_restart() */
 } Server;
 
 static const char *qemu_bin(void)
@@ -103,6 +104,11 @@ static Server *server_spawn(char **argv, Server *s)
     g_autoptr(GError) err = NULL;
     int out = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
 
+    if (argv != s->argv) {
+        g_strfreev(s->argv);
+        s->argv = g_strdupv(argv);
+    }
+
     g_assert(out >= 0);
     g_assert(g_spawn_async_with_fds(NULL, argv, NULL,
                                     G_SPAWN_DO_NOT_REAP_CHILD |
@@ -114,21 +120,30 @@ static Server *server_spawn(char **argv, Server *s)
     return s;
 }
 
-static Server *server_new(const char *name)
+/* A server whose socket is @name in a directory of its own, or @sock. */
+static Server *server_new_at(const char *name, const char *sock)
 {
     Server *s = g_new0(Server, 1);
 
     s->dir = g_dir_make_tmp("vfio-user-test-XXXXXX", NULL);
     g_assert(s->dir);
-    s->sock = g_build_filename(s->dir, name, NULL);
+    s->sock = sock ? g_strdup(sock) : g_build_filename(s->dir, name, NULL);
     s->log = g_build_filename(s->dir, "server.log", NULL);
     return s;
 }
 
-/* QEMU's x-vfio-user-server serving @device (e.g. "edu"). */
-static Server *remote_start(const char *device)
+static Server *server_new(const char *name)
 {
-    Server *s = server_new("remote.sock");
+    return server_new_at(name, NULL);
+}
+
+/*
+ * QEMU's x-vfio-user-server serving @device (e.g. "edu"), on socket path
+ * @sock if not NULL.
+ */
+static Server *remote_start_at(const char *device, const char *sock)
+{
+    Server *s = server_new_at("remote.sock", sock);
     g_autofree char *dev = g_strdup_printf("%s,id=d0", device);
     /* QEMU 10.0 takes the server's socket only in the JSON form */
     g_autofree char *obj = g_strdup_printf(
@@ -143,6 +158,11 @@ static Server *remote_start(const char *device)
     };
 
     return server_spawn(argv, s);
+}
+
+static Server *remote_start(const char *device)
+{
+    return remote_start_at(device, NULL);
 }
 
 /* A libvfio-user sample, e.g. "gpio-pci-idio-16" or "server". */
@@ -194,6 +214,18 @@ static void server_kill(Server *s)
     }
 }
 
+/*
+ * Start the server again as it was started, on the same socket path
+ * (killed first if it still runs; the path is removed first: servers
+ * create their socket).
+ */
+static void server_restart(Server *s)
+{
+    server_kill(s);
+    unlink(s->sock);
+    server_spawn(s->argv, s);
+}
+
 static void server_free(Server *s)
 {
     server_kill(s);
@@ -207,6 +239,7 @@ static void server_free(Server *s)
     g_free(s->sock);
     g_free(s->log);
     g_free(s->dir);
+    g_strfreev(s->argv);
     g_free(s);
 }
 
@@ -1733,6 +1766,307 @@ static void test_hotplug(void)
     qtest_quit(qts);
 }
 
+/* -- reconnect (reconnect-ms, x-vfio-user-reconnect) ------------------- */
+
+/*
+ * How many @event events with @key (if not NULL) @value, and @key2 (if
+ * not NULL) @value2, are logged?
+ */
+static int fault_count_where2(Server *s, const char *event, const char *key,
+                              int64_t value, const char *key2,
+                              int64_t value2)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    int n = 0;
+
+    g_assert(g_file_get_contents(s->log, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (int i = 0; lines[i] && lines[i + 1]; i++) {
+        QDict *ev = qobject_to(QDict, qobject_from_json(lines[i],
+                                                        &error_abort));
+
+        if (!strcmp(qdict_get_str(ev, "event"), event) &&
+            (!key || qdict_get_int(ev, key) == value) &&
+            (!key2 || qdict_get_int(ev, key2) == value2)) {
+            n++;
+        }
+        qobject_unref(ev);
+    }
+    return n;
+}
+
+static int fault_count_where(Server *s, const char *event, const char *key,
+                             int64_t value)
+{
+    return fault_count_where2(s, event, key, value, NULL, 0);
+}
+
+/* Eventfds sent for interrupt index @index */
+static int fault_count_eventfds(Server *s, int index)
+{
+    return fault_count_where2(s, "set-irqs", "index", index, "fds", 1);
+}
+
+/* The next VFIO_USER_* event is @event, for device vu0 and @s's socket. */
+static void reconnect_event(QTestState *qts, const char *event, Server *s)
+{
+    QDict *ev = qtest_qmp_eventwait_ref(qts, event);
+    QDict *data = qdict_get_qdict(ev, "data");
+
+    g_assert_cmpstr(qdict_get_str(data, "device-id"), ==, "vu0");
+    g_assert_cmpstr(qdict_get_str(data, "socket"), ==, s->sock);
+    if (!strcmp(event, "VFIO_USER_DISCONNECTED")) {
+        g_assert(strlen(qdict_get_str(data, "reason")));
+    }
+    qobject_unref(ev);
+}
+
+/*
+ * libvfio-user's gpio sample killed and started again, 20 times: the
+ * device comes back each time by itself (reconnect-ms), reads correctly,
+ * and QEMU keeps no descriptor or memory of the old connections.
+ */
+static void test_reconnect_gpio(void)
+{
+    g_autoptr(Server) s = sample_start("gpio-pci-idio-16", NULL);
+    g_autofree char *err = NULL;
+    QTestState *qts = client_start_stderr(s, "-global "
+                                          "vfio-user-pci.reconnect-ms=50",
+                                          &err);
+    int fds0 = 0;
+    long rss0 = 0;
+
+    gpio_check(qts);
+    for (int i = 0; i < 20; i++) {
+        gint64 t0;
+
+        server_kill(s);
+        reconnect_event(qts, "VFIO_USER_DISCONNECTED", s);
+        t0 = g_get_monotonic_time();
+        server_restart(s);
+        reconnect_event(qts, "VFIO_USER_CONNECTED", s);
+        if (i == 0) {
+            g_test_message("reconnected %" PRId64 " ms after the restart",
+                           (g_get_monotonic_time() - t0) / 1000);
+        }
+        gpio_check(qts);
+        if (i == 1) {
+            fds0 = count_fds(qtest_pid(qts));
+            rss0 = rss_kib(qtest_pid(qts));
+        }
+    }
+    g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
+    g_assert_cmpint(rss_kib(qtest_pid(qts)) - rss0, <, 4096);
+    qtest_quit(qts);
+    /* Each loss is reported once, each return too */
+    g_assert_cmpint(file_count(err, "lost the server"), ==, 20);
+    g_assert_cmpint(file_count(err, "connected again to"), ==, 20);
+    g_assert_cmpint(file_count(err, "cannot reconnect"), ==, 0);
+}
+
+/*
+ * edu over x-vfio-user-server, killed and started again: the new server's
+ * edu starts from reset; the client re-sends the DMA maps (memfd) and
+ * restores bus mastering and MSI, so DMA and MSI work again.
+ */
+static void test_reconnect_edu(void)
+{
+    g_autoptr(Server) s = remote_start("edu");
+    QTestState *qts = client_start(s, MEMFD_RAM " -global "
+                                   "vfio-user-pci.reconnect-ms=100");
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+    g_autofree uint8_t *in = g_malloc(4096);
+    g_autofree uint8_t *out = g_malloc(4096);
+
+    for (int round = 0; round < 2; round++) {
+        fill_pattern(in, 4096, round);
+        qtest_memwrite(qts, 0x100000, in, 4096);
+        edu_dma(dev, bar0, 0x100000, EDU_DMA_BUF, 4096, 0);
+        edu_dma(dev, bar0, EDU_DMA_BUF, 0x180000, 4096, EDU_DMA_TO_RAM);
+        qtest_memread(qts, 0x180000, out, 4096);
+        g_assert(!memcmp(in, out, 4096));
+        g_assert_cmphex(qpci_io_readl(dev, bar0, 0x00), ==, 0x010000ed);
+
+        server_kill(s);
+        reconnect_event(qts, "VFIO_USER_DISCONNECTED", s);
+        g_assert_cmphex(qpci_io_readl(dev, bar0, 0x00), ==, 0xffffffff);
+        server_restart(s);
+        reconnect_event(qts, "VFIO_USER_CONNECTED", s);
+        /* A new edu: its registers are back to reset values */
+        g_assert_cmphex(qpci_io_readl(dev, bar0, 0x00), ==, 0x010000ed);
+        g_assert_cmphex(qpci_config_readw(dev, PCI_COMMAND) &
+                        PCI_COMMAND_MASTER, ==, PCI_COMMAND_MASTER);
+    }
+    client_end(qts, bus, dev, bar0);
+}
+
+/*
+ * A server that only drops the connection and accepts a new one keeps its
+ * device state: the client reconnects, re-sends the DMA maps and the
+ * interrupt eventfds, and what the guest wrote is still there.
+ */
+static void test_reconnect_keep_state(void)
+{
+    g_autoptr(Server) s = fault_start("device");
+    QTestState *qts = client_start(s, "-m 128M -global "
+                                   "vfio-user-pci.reconnect-ms=50");
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+    int maps, intx, req;
+
+    intx_setup(qts, bus);
+    qpci_io_writel(dev, bar0, 0x20, 0x5eed5eed);
+    g_assert_cmphex(qpci_io_readl(dev, bar0, 0x20), ==, 0x5eed5eed);
+    maps = fault_count_where(s, "dma-map", NULL, 0);
+    g_assert_cmpint(maps, >, 0);
+    /* INTx's eventfd, and the request notifier's */
+    intx = fault_count_eventfds(s, VFIO_PCI_INTX_IRQ_INDEX);
+    req = fault_count_eventfds(s, VFIO_PCI_REQ_IRQ_INDEX);
+    g_assert_cmpint(intx, >, 0);
+    g_assert_cmpint(req, >, 0);
+
+    qpci_io_writel(dev, bar0, FAULT_CMD, 13);
+    qobject_unref(fault_event(s, "dropped", -1));
+    reconnect_event(qts, "VFIO_USER_DISCONNECTED", s);
+    reconnect_event(qts, "VFIO_USER_CONNECTED", s);
+
+    /* State kept, maps and the INTx eventfd sent again */
+    g_assert_cmphex(qpci_io_readl(dev, bar0, 0x20), ==, 0x5eed5eed);
+    g_assert_cmpint(fault_count_where(s, "dma-map", NULL, 0), ==, 2 * maps);
+    g_assert_cmpint(fault_count_eventfds(s, VFIO_PCI_INTX_IRQ_INDEX), ==,
+                    intx + 1);
+    g_assert_cmpint(fault_count_eventfds(s, VFIO_PCI_REQ_IRQ_INDEX), ==,
+                    req + 1);
+    qpci_io_writel(dev, bar0, 0x24, 0x12345678);
+    g_assert_cmphex(qpci_io_readl(dev, bar0, 0x24), ==, 0x12345678);
+    client_end(qts, bus, dev, bar0);
+}
+
+/*
+ * Another device on the socket path (edu where gpio was): refused, with
+ * the reason, once; the device stays disconnected and QEMU alive; the
+ * right server started later: connected again.
+ */
+static void test_reconnect_wrong_device(void)
+{
+    g_autoptr(Server) s = sample_start("gpio-pci-idio-16", NULL);
+    g_autoptr(Server) edu = NULL;
+    g_autofree char *err = NULL;
+    QTestState *qts = client_start_stderr(s, "-global "
+                                          "vfio-user-pci.reconnect-ms=50",
+                                          &err);
+
+    gpio_check(qts);
+    server_kill(s);
+    reconnect_event(qts, "VFIO_USER_DISCONNECTED", s);
+    unlink(s->sock);
+    edu = remote_start_at("edu", s->sock);
+    WAIT_FOR(file_count(err, "cannot reconnect") > 0,
+             "the refusal of the other device");
+    /* Several attempts, one report */
+    g_usleep(300 * 1000);
+    g_assert_cmpint(file_count(err, "cannot reconnect"), ==, 1);
+    g_assert(file_contains(err, "a different device"));
+    g_assert(file_contains(err, s->sock));
+    assert_alive(qts);
+
+    server_kill(edu);
+    server_restart(s);
+    reconnect_event(qts, "VFIO_USER_CONNECTED", s);
+    gpio_check(qts);
+    qtest_quit(qts);
+}
+
+/*
+ * Management passes a connected socket (getfd) to a device whose server
+ * died: x-vfio-user-reconnect connects it at once.
+ */
+static void test_reconnect_fd(void)
+{
+    g_autoptr(Server) s = sample_start("gpio-pci-idio-16", NULL);
+    QTestState *qts = client_start(s, NULL);
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    QDict *resp;
+    int fd;
+
+    gpio_check(qts);
+    server_kill(s);
+    reconnect_event(qts, "VFIO_USER_DISCONNECTED", s);
+    /* Not connected: the command refuses a connected device only */
+    server_restart(s);
+
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    g_strlcpy(sun.sun_path, s->sock, sizeof(sun.sun_path));
+    g_assert(!connect(fd, (struct sockaddr *)&sun, sizeof(sun)));
+    qtest_qmp_fds_assert_success(qts, &fd, 1, "{'execute': 'getfd', "
+                                 "'arguments': {'fdname': 'srv'}}");
+    close(fd);
+    resp = qtest_qmp(qts, "{'execute': 'x-vfio-user-reconnect', "
+                     "'arguments': {'id': 'vu0', 'socket': "
+                     "{'type': 'fd', 'str': 'srv'}}}");
+    g_assert(qdict_haskey(resp, "return"));
+    qobject_unref(resp);
+    qtest_qmp_eventwait(qts, "VFIO_USER_CONNECTED");
+    gpio_check(qts);
+
+    /* Connected: refused */
+    resp = qtest_qmp(qts, "{'execute': 'x-vfio-user-reconnect', "
+                     "'arguments': {'id': 'vu0', 'socket': "
+                     "{'type': 'unix', 'path': %s}}}", s->sock);
+    assert_contains(qdict_get_str(qdict_get_qdict(resp, "error"), "desc"),
+                    "is connected");
+    qobject_unref(resp);
+    qtest_quit(qts);
+}
+
+/*
+ * device_del while an attempt waits for a server that accepted and does
+ * not answer (a listening socket nobody serves), and QEMU's quit while the
+ * server is away: neither waits for the server.
+ */
+static void test_reconnect_unplug(void)
+{
+    g_autoptr(Server) s = sample_start("gpio-pci-idio-16", NULL);
+    QTestState *qts = client_start(s, "-global vfio-user-pci.reconnect-ms=50"
+                                   " -global vfio-user-pci.x-msg-timeout="
+                                   "20000");
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    gint64 t0;
+    int lfd;
+
+    gpio_check(qts);
+    server_kill(s);
+    reconnect_event(qts, "VFIO_USER_DISCONNECTED", s);
+    unlink(s->sock);
+    lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    g_strlcpy(sun.sun_path, s->sock, sizeof(sun.sun_path));
+    g_assert(!bind(lfd, (struct sockaddr *)&sun, sizeof(sun)));
+    g_assert(!listen(lfd, 4));
+    /* Let an attempt connect and wait for the VERSION reply */
+    g_usleep(300 * 1000);
+    t0 = g_get_monotonic_time();
+    qpci_unplug_acpi_device_test(qts, "vu0", SLOT);
+    g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
+    assert_alive(qts);
+    qtest_quit(qts);
+    close(lfd);
+
+    /* quit while the server is away */
+    server_restart(s);
+    qts = client_start(s, "-global vfio-user-pci.reconnect-ms=50");
+    gpio_check(qts);
+    server_kill(s);
+    reconnect_event(qts, "VFIO_USER_DISCONNECTED", s);
+    g_usleep(200 * 1000);
+    t0 = g_get_monotonic_time();
+    qtest_quit(qts);
+    g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1762,6 +2096,14 @@ int main(int argc, char **argv)
     qtest_add_func("/vfio-user-pci/unplug-hung", test_unplug_hung);
     qtest_add_func("/vfio-user-pci/fault-burst", test_fault_burst);
     qtest_add_func("/vfio-user-pci/help", test_help);
+    qtest_add_func("/vfio-user-pci/reconnect/gpio", test_reconnect_gpio);
+    qtest_add_func("/vfio-user-pci/reconnect/edu", test_reconnect_edu);
+    qtest_add_func("/vfio-user-pci/reconnect/keep-state",
+                   test_reconnect_keep_state);
+    qtest_add_func("/vfio-user-pci/reconnect/wrong-device",
+                   test_reconnect_wrong_device);
+    qtest_add_func("/vfio-user-pci/reconnect/fd", test_reconnect_fd);
+    qtest_add_func("/vfio-user-pci/reconnect/unplug", test_reconnect_unplug);
     qtest_add_func("/vfio-user-pci/hotplug", test_hotplug);
 
     return g_test_run();

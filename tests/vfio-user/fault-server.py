@@ -39,6 +39,10 @@
 #                 11  a burst of 2000 DMA_WRITEs of 64 KiB of 0x6b at
 #                     ADDR, as above (memory use under back-pressure)
 #                 12  hang: from now on read every message, answer none
+#                 13  drop: close the connection (its reply sent), keep the
+#                     device's state but not the DMA maps (as the spec
+#                     says of a server that loses its client), and accept
+#                     a new client
 #                Results go to the log as JSON lines:
 #                  {"event": "dma-reply", "cmd": N, "error": E, "len": L,
 #                   "data": HEX of the first 64 bytes read}
@@ -106,6 +110,8 @@ class Server:
         self.client_max_xfer = MAX_XFER
         self.deferred = []
         self.hang = False
+        self.drop = False
+        self.lsock = None
 
     def event(self, **kw):
         self.log.write(json.dumps(kw) + "\n")
@@ -227,6 +233,9 @@ class Server:
         elif n == 12:
             self.event(event="hanging")
             self.hang = True
+            return
+        elif n == 13:
+            self.drop = True
             return
         else:
             return
@@ -445,9 +454,9 @@ class Server:
         lsock.listen(1)
         self.event(event="listening", socket=self.args.socket)
         self.conn, _ = lsock.accept()
-        lsock.close()
         self.event(event="accepted")
         if self.args.mode == "close":
+            lsock.close()
             self.conn.close()
             self.event(event="closed")
             return
@@ -459,6 +468,14 @@ class Server:
                     msg = self.recv_msg()
                 msg_id, cmd, flags, err, body, fds = msg
                 self.handle(msg_id, cmd, flags, body, fds)
+                if self.drop:
+                    self.drop = False
+                    self.conn.close()
+                    self.maps = []
+                    self.deferred = []
+                    self.event(event="dropped")
+                    self.conn, _ = lsock.accept()
+                    self.event(event="accepted")
         except (EOFError, ConnectionResetError, BrokenPipeError):
             self.event(event="eof")
 

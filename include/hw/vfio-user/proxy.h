@@ -156,6 +156,45 @@ int vfio_user_proxy_attach(VFIOProxy *proxy, QIOChannelSocket *sioc,
                            const char *name, Error **errp);
 
 /**
+ * vfio_user_proxy_open: connect a socket to the server at @addr
+ * @nonblock: for a UNIX path, fail at once if the server does not accept
+ *            the connection now, instead of waiting for it up to the
+ *            reply timeout
+ * @name: set to the server's name for errors (NULL if @addr is of a
+ *        type that vfio-user cannot use); the caller frees it
+ *
+ * For a socket of type fd, the name is looked up in the current monitor
+ * (call it from a monitor command, or at startup).  Returns the socket,
+ * or NULL with @errp set.
+ */
+QIOChannelSocket *vfio_user_proxy_open(VFIOProxy *proxy, SocketAddress *addr,
+                                       bool nonblock, char **name,
+                                       Error **errp);
+
+/**
+ * vfio_user_co_proxy_attach: vfio_user_proxy_attach() in a coroutine
+ *
+ * The calling coroutine yields during the negotiation instead of
+ * blocking.  Fails with -EBUSY if the coroutines of the last channel
+ * have not ended yet (they end soon after a failure; try again later).
+ * On failure the proxy is VFIO_PROXY_FAILED, and its owner's failed
+ * callback is not called.
+ */
+int coroutine_fn vfio_user_co_proxy_attach(VFIOProxy *proxy,
+                                           QIOChannelSocket *sioc,
+                                           const char *name, Error **errp);
+
+/**
+ * vfio_user_proxy_abort: fail the connection now, from the owner's side
+ *
+ * Waiters fail at once, the proxy is VFIO_PROXY_FAILED; the owner's
+ * failed callback is not called.  Does not block (coroutines of the
+ * channel end later); a no-op unless the proxy is connecting or
+ * connected.
+ */
+void vfio_user_proxy_abort(VFIOProxy *proxy);
+
+/**
  * vfio_user_proxy_close: drop the channel; waiters fail, the proxy is
  * VFIO_PROXY_CLOSED and may be attached again.  Blocking.
  */

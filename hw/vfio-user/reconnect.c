@@ -1,0 +1,451 @@
+/*
+ * vfio-user-pci: reconnecting to a restarted server
+ *
+ * When the server is lost and reconnect-ms is set, the device stays in
+ * the guest, disconnected (reads return all ones, writes are dropped),
+ * and a timer starts an attempt every reconnect-ms milliseconds.  An
+ * attempt is a coroutine in the main loop: it connects without
+ * blocking, negotiates the version, checks that the server serves the
+ * same device, and restores what QEMU and the guest had set up; only
+ * then is the device connected again.  QMP's x-vfio-user-reconnect runs
+ * one attempt at once, on a socket management gives.
+ * See docs/devel/vfio-user.rst, "Reconnecting".
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include <linux/vfio.h>
+
+#include "qapi/clone-visitor.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-vfio.h"
+#include "qapi/qapi-events-vfio.h"
+#include "qapi/qapi-visit-sockets.h"
+#include "block/aio-wait.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "hw/pci/pci.h"
+#include "hw/pci/msi.h"
+#include "hw/qdev-core.h"
+#include "hw/sysbus.h"
+#include "device.h"
+#include "container.h"
+#include "trace.h"
+
+/* What identifies the device the server serves, in its config space */
+static const struct {
+    const char *what;
+    uint8_t offset, len;
+} vfio_user_ids[] = {
+    { "vendor ID", PCI_VENDOR_ID, 2 },
+    { "device ID", PCI_DEVICE_ID, 2 },
+    { "class code", PCI_CLASS_PROG, 3 },
+    { "subsystem vendor ID", PCI_SUBSYSTEM_VENDOR_ID, 2 },
+    { "subsystem ID", PCI_SUBSYSTEM_ID, 2 },
+};
+
+static const char *vfio_user_pci_id(VFIOUserPCIDevice *udev)
+{
+    return DEVICE(udev)->id ?: "(no id)";
+}
+
+static char *vfio_user_pci_qom_path(VFIOUserPCIDevice *udev)
+{
+    return object_get_canonical_path(OBJECT(udev));
+}
+
+/* Read the server's config header (IDs), as the server has it. */
+int vfio_user_pci_read_ids(VFIOUserPCIDevice *udev, uint8_t *ids)
+{
+    VFIODevice *vbasedev = &udev->parent_obj.vbasedev;
+    int ret;
+
+    ret = vbasedev->io_ops->region_read(vbasedev, VFIO_PCI_CONFIG_REGION_INDEX,
+                                        0, VFIO_USER_ID_BYTES, ids);
+    return ret < 0 ? ret : 0;
+}
+
+/*
+ * Is the server's device the one the guest has?  Its device info, every
+ * region the device had, and its IDs must be the same.  Regions that are
+ * mmap-ed cannot be moved to a new server's memory (the guest maps
+ * them): such devices are refused.
+ */
+static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
+                                                      Error **errp)
+{
+    VFIODevice *vbasedev = &udev->parent_obj.vbasedev;
+    const VFIODeviceIOOps *ops = vbasedev->io_ops;
+    struct vfio_device_info info = { .argsz = sizeof(info) };
+    uint8_t ids[VFIO_USER_ID_BYTES];
+    int i, ret;
+
+    ret = ops->get_device_info(vbasedev, &info);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "DEVICE_GET_INFO failed");
+        return false;
+    }
+    if (info.flags != vbasedev->flags ||
+        info.num_regions != vbasedev->num_regions ||
+        info.num_irqs != vbasedev->num_irqs) {
+        error_setg(errp, "a different device: flags 0x%x, %u regions, %u "
+                   "interrupt indexes instead of 0x%x, %u, %u", info.flags,
+                   info.num_regions, info.num_irqs, vbasedev->flags,
+                   vbasedev->num_regions, vbasedev->num_irqs);
+        return false;
+    }
+    for (i = 0; vbasedev->reginfo && i < vbasedev->num_regions; i++) {
+        struct vfio_region_info *old = vbasedev->reginfo[i];
+        g_autofree struct vfio_region_info *new = NULL;
+        int fd = -1;
+
+        if (!old) {
+            continue;
+        }
+        new = g_malloc0(old->argsz);
+        new->argsz = old->argsz;
+        new->index = i;
+        ret = ops->get_region_info(vbasedev, new, &fd);
+        if (fd >= 0) {
+            close(fd);
+        }
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "region %d info failed", i);
+            return false;
+        }
+        if (new->size != old->size || new->flags != old->flags) {
+            error_setg(errp, "a different device: region %d has size "
+                       "0x%" PRIx64 " flags 0x%x instead of 0x%" PRIx64
+                       " 0x%x", i, (uint64_t)new->size, new->flags,
+                       (uint64_t)old->size, old->flags);
+            return false;
+        }
+        if (fd >= 0 || vbasedev->region_fds[i] >= 0) {
+            error_setg(errp, "region %d is mapped into the guest from the "
+                       "server's memory: a device with mmap-ed regions "
+                       "cannot be reconnected", i);
+            return false;
+        }
+    }
+    if (vfio_user_pci_read_ids(udev, ids) < 0) {
+        error_setg(errp, "cannot read the config space");
+        return false;
+    }
+    for (i = 0; i < ARRAY_SIZE(vfio_user_ids); i++) {
+        uint8_t off = vfio_user_ids[i].offset, len = vfio_user_ids[i].len;
+
+        if (memcmp(ids + off, udev->ids + off, len)) {
+            uint32_t was = 0, is = 0;
+
+            memcpy(&was, udev->ids + off, len);
+            memcpy(&is, ids + off, len);
+            error_setg(errp, "a different device: %s 0x%x instead of 0x%x",
+                       vfio_user_ids[i].what, le32_to_cpu(is),
+                       le32_to_cpu(was));
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Write @len bytes of the guest's config space at @off to the server. */
+static int coroutine_fn vfio_user_pci_co_put_config(VFIOUserPCIDevice *udev,
+                                                    uint32_t off, uint32_t len)
+{
+    VFIOPCIDevice *vdev = &udev->parent_obj;
+    VFIODevice *vbasedev = &vdev->vbasedev;
+    int ret;
+
+    trace_vfio_user_pci_restore_config(vbasedev->name, off, len);
+    ret = vbasedev->io_ops->region_write(vbasedev,
+                                         VFIO_PCI_CONFIG_REGION_INDEX, off,
+                                         len, vdev->pdev.config + off, false);
+    return ret < 0 ? ret : 0;
+}
+
+/*
+ * The config space state the guest programmed, which a restarted server
+ * (its device fresh from reset) does not have: BARs, then the command
+ * register (decoding, bus mastering), the power state, PCIe device
+ * control, and the MSI and MSI-X capabilities (MSI-X enable and function
+ * mask last: pending vectors then signal through the eventfds already
+ * set).  The values are what the guest wrote (the vfio-pci base forwards
+ * every config write to the server and keeps it in pdev.config).
+ */
+static bool coroutine_fn vfio_user_pci_co_restore_config(
+    VFIOUserPCIDevice *udev, Error **errp)
+{
+    PCIDevice *pdev = &udev->parent_obj.pdev;
+    struct {
+        uint32_t off, len;
+    } regs[8];
+    int i, n = 0, ret;
+
+    regs[n++] = (typeof(regs[0])) { PCI_BASE_ADDRESS_0, 24 };
+    regs[n++] = (typeof(regs[0])) { PCI_COMMAND, 2 };
+    if (pdev->pm_cap) {
+        regs[n++] = (typeof(regs[0])) { pdev->pm_cap + PCI_PM_CTRL, 2 };
+    }
+    if (pci_is_express(pdev) && pdev->exp.exp_cap) {
+        regs[n++] = (typeof(regs[0])) {
+            pdev->exp.exp_cap + PCI_EXP_DEVCTL, 2
+        };
+    }
+    if (pdev->msi_cap) {
+        /* Address and data, then the flags (enable) */
+        regs[n++] = (typeof(regs[0])) {
+            pdev->msi_cap + PCI_MSI_ADDRESS_LO,
+            udev->parent_obj.msi_cap_size - PCI_MSI_ADDRESS_LO
+        };
+        regs[n++] = (typeof(regs[0])) { pdev->msi_cap + PCI_MSI_FLAGS, 2 };
+    }
+    if (pdev->msix_cap) {
+        regs[n++] = (typeof(regs[0])) { pdev->msix_cap + PCI_MSIX_FLAGS, 2 };
+    }
+    for (i = 0; i < n; i++) {
+        ret = vfio_user_pci_co_put_config(udev, regs[i].off, regs[i].len);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "config space write at 0x%x failed",
+                             regs[i].off);
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Give a server what the guest and QEMU had set up, in this order: the
+ * DMA maps (the device may do DMA as soon as bus mastering is back), the
+ * interrupt eventfds and vector masks (so that an interrupt the device
+ * raises once enabled is not lost), then the config space.
+ */
+static bool coroutine_fn vfio_user_pci_co_restore(VFIOUserPCIDevice *udev,
+                                                  Error **errp)
+{
+    VFIOPCIDevice *vdev = &udev->parent_obj;
+
+    if (udev->container &&
+        vfio_user_container_co_replay(udev->container, errp) < 0) {
+        return false;
+    }
+    if (vfio_pci_replay_irqs(vdev, errp) < 0) {
+        error_prepend(errp, "interrupts: ");
+        return false;
+    }
+    return vfio_user_pci_co_restore_config(udev, errp);
+}
+
+/*
+ * One attempt: connect to @addr (the device's socket if NULL), check the
+ * device, restore it.  On success the device is connected again, and
+ * @addr becomes its socket.
+ */
+static int coroutine_fn vfio_user_pci_co_attempt(VFIOUserPCIDevice *udev,
+                                                 SocketAddress *addr,
+                                                 Error **errp)
+{
+    g_autoptr(QIOChannelSocket) sioc = NULL;
+    g_autofree char *name = NULL;
+    int ret;
+
+    udev->reconnect_attempts++;
+    trace_vfio_user_pci_reconnect_attempt(vfio_user_pci_id(udev),
+                                          udev->reconnect_attempts);
+    sioc = vfio_user_proxy_open(udev->proxy, addr ?: udev->socket, true,
+                                &name, errp);
+    if (!sioc) {
+        return -ECONNREFUSED;
+    }
+    ret = vfio_user_co_proxy_attach(udev->proxy, sioc, name, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!vfio_user_pci_co_same_device(udev, errp) ||
+        !vfio_user_pci_co_restore(udev, errp)) {
+        error_prepend(errp, "vfio-user server %s: ", name);
+        vfio_user_proxy_abort(udev->proxy);
+        return -EIO;
+    }
+    if (udev->reconnect_cancelled ||
+        vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED) {
+        error_setg(errp, "vfio-user server %s: %s", name,
+                   udev->reconnect_cancelled ? "cancelled by a reset" :
+                   "lost during the restore");
+        vfio_user_proxy_abort(udev->proxy);
+        return -EIO;
+    }
+    if (addr) {
+        qapi_free_SocketAddress(udev->socket);
+        udev->socket = QAPI_CLONE(SocketAddress, addr);
+    }
+    return 0;
+}
+
+/* The device is connected again: tell the user and management. */
+static void vfio_user_pci_connected(VFIOUserPCIDevice *udev)
+{
+    g_autofree char *path = vfio_user_pci_qom_path(udev);
+    const char *name = vfio_user_proxy_name(udev->proxy);
+
+    udev->server_lost = false;
+    g_clear_pointer(&udev->refusal, g_free);
+    trace_vfio_user_pci_reconnected(vfio_user_pci_id(udev), name,
+                                    udev->reconnect_attempts);
+    info_report("vfio-user-pci %s: connected again to %s",
+                vfio_user_pci_id(udev), name);
+    qapi_event_send_vfio_user_connected(DEVICE(udev)->id ?: "", path, name);
+    udev->reconnect_attempts = 0;
+}
+
+/*
+ * A failed attempt: say why, once per different reason (a server that is
+ * not back yet is only traced), and try again later.
+ */
+static void vfio_user_pci_refused(VFIOUserPCIDevice *udev, int ret,
+                                  Error *err)
+{
+    const char *msg = error_get_pretty(err);
+
+    trace_vfio_user_pci_reconnect_failed(vfio_user_pci_id(udev), msg);
+    if (ret != -ECONNREFUSED && ret != -EBUSY &&
+        g_strcmp0(udev->refusal, msg)) {
+        error_report("vfio-user-pci %s: cannot reconnect: %s",
+                     vfio_user_pci_id(udev), msg);
+        g_free(udev->refusal);
+        udev->refusal = g_strdup(msg);
+    }
+    error_free(err);
+}
+
+static void coroutine_fn vfio_user_pci_reconnect_co(void *opaque)
+{
+    VFIOUserPCIDevice *udev = opaque;
+    Error *err = NULL;
+    int ret;
+
+    ret = vfio_user_pci_co_attempt(udev, NULL, &err);
+    udev->reconnect_co = NULL;
+    if (!ret) {
+        vfio_user_pci_connected(udev);
+    } else {
+        vfio_user_pci_refused(udev, ret, err);
+        vfio_user_pci_schedule_reconnect(udev);
+    }
+    aio_wait_kick();
+}
+
+static void vfio_user_pci_reconnect_timer(void *opaque)
+{
+    VFIOUserPCIDevice *udev = opaque;
+
+    if (udev->reconnect_co || !udev->server_lost) {
+        return;
+    }
+    udev->reconnect_cancelled = false;
+    udev->reconnect_co = qemu_coroutine_create(vfio_user_pci_reconnect_co,
+                                               udev);
+    aio_co_enter(qemu_get_aio_context(), udev->reconnect_co);
+}
+
+void vfio_user_pci_schedule_reconnect(VFIOUserPCIDevice *udev)
+{
+    /* A passed fd cannot be opened again: management gives a new one */
+    if (!udev->reconnect_ms || udev->socket->type != SOCKET_ADDRESS_TYPE_UNIX) {
+        return;
+    }
+    if (!udev->reconnect_timer) {
+        udev->reconnect_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
+                                             vfio_user_pci_reconnect_timer,
+                                             udev);
+    }
+    timer_mod(udev->reconnect_timer,
+              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + udev->reconnect_ms);
+}
+
+void vfio_user_pci_disconnected(VFIOUserPCIDevice *udev, const Error *err)
+{
+    g_autofree char *path = vfio_user_pci_qom_path(udev);
+
+    qapi_event_send_vfio_user_disconnected(DEVICE(udev)->id ?: "", path,
+                                           vfio_user_proxy_name(udev->proxy),
+                                           error_get_pretty(err));
+    vfio_user_pci_schedule_reconnect(udev);
+}
+
+/*
+ * Stop reconnecting: an attempt in progress fails (its messages fail at
+ * once) and none is scheduled.  With @wait, also wait for the attempt's
+ * coroutine to end (unrealize: it uses the device).
+ */
+void vfio_user_pci_cancel_reconnect(VFIOUserPCIDevice *udev, bool wait)
+{
+    if (udev->reconnect_timer) {
+        timer_del(udev->reconnect_timer);
+    }
+    if (udev->reconnect_co) {
+        udev->reconnect_cancelled = true;
+        vfio_user_proxy_abort(udev->proxy);
+        if (wait) {
+            AIO_WAIT_WHILE(NULL, udev->reconnect_co);
+        }
+    }
+    if (wait && udev->reconnect_timer) {
+        timer_free(udev->reconnect_timer);
+        udev->reconnect_timer = NULL;
+    }
+}
+
+void coroutine_fn qmp_x_vfio_user_reconnect(const char *id,
+                                            SocketAddress *socket,
+                                            Error **errp)
+{
+    DeviceState *dev = qdev_find_recursive(sysbus_get_default(), id);
+    VFIOUserPCIDevice *udev;
+    Error *err = NULL;
+    int ret;
+
+    if (!dev) {
+        Object *obj = object_resolve_path_type(id, TYPE_DEVICE, NULL);
+
+        dev = obj ? DEVICE(obj) : NULL;
+    }
+    udev = dev ? (VFIOUserPCIDevice *)object_dynamic_cast(OBJECT(dev),
+                                                          TYPE_VFIO_USER_PCI)
+               : NULL;
+    if (!udev || !dev->realized) {
+        error_setg(errp, "no vfio-user-pci device '%s'", id);
+        return;
+    }
+    if (!udev->server_lost) {
+        error_setg(errp, "vfio-user-pci %s is connected to its server", id);
+        return;
+    }
+    if (udev->reconnect_co) {
+        error_setg(errp, "vfio-user-pci %s: a reconnect is in progress; "
+                   "try again", id);
+        return;
+    }
+    if (socket->type != SOCKET_ADDRESS_TYPE_UNIX &&
+        socket->type != SOCKET_ADDRESS_TYPE_FD) {
+        error_setg(errp, "socket: vfio-user needs a UNIX socket (a path or "
+                   "an fd), not type '%s'",
+                   SocketAddressType_str(socket->type));
+        return;
+    }
+    if (udev->reconnect_timer) {
+        timer_del(udev->reconnect_timer);
+    }
+    udev->reconnect_cancelled = false;
+    udev->reconnect_co = qemu_coroutine_self();
+    ret = vfio_user_pci_co_attempt(udev, socket, &err);
+    udev->reconnect_co = NULL;
+    aio_wait_kick();
+    if (ret < 0) {
+        trace_vfio_user_pci_reconnect_failed(id, error_get_pretty(err));
+        error_propagate(errp, err);
+        vfio_user_pci_schedule_reconnect(udev);
+        return;
+    }
+    vfio_user_pci_connected(udev);
+}
