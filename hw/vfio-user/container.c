@@ -52,6 +52,8 @@ typedef struct VFIOUserMap {
     uint64_t size;
     void *vaddr;
     bool readonly;
+    /* Tells this map from a later one of the same range */
+    uint64_t seq;
 } VFIOUserMap;
 
 struct VFIOUserContainer {
@@ -63,10 +65,15 @@ struct VFIOUserContainer {
     unsigned int nr_maps;
     /* The same maps, with what it takes to send them again */
     QLIST_HEAD(, VFIOUserMap) map_list;
+    uint64_t next_seq;
     /* Coroutines sending messages and waiting for their replies */
     unsigned int inflight;
     /* Messages waiting for one of them, in order */
     QSIMPLEQ_HEAD(, VFIOUserDMAOp) pending;
+    /* Inside a memory transaction (listener begin/commit) */
+    bool in_transaction;
+    /* Detaching: failures are printed, realize is over */
+    bool detaching;
     /* The first failure since all replies were last in, and the count */
     Error *batch_err;
     unsigned int batch_failures;
@@ -77,8 +84,15 @@ OBJECT_DECLARE_SIMPLE_TYPE(VFIOUserContainer, VFIO_IOMMU_USER)
 struct VFIOUserDMAOp {
     QSIMPLEQ_ENTRY(VFIOUserDMAOp) next;
     VFIOUserContainer *container;
-    /* A duplicate of the RAM's fd, owned by the message; or -1 */
+    /*
+     * The RAM whose fd goes with a DMA_MAP (a reference), or NULL; the
+     * fd is duplicated when the message is sent (queued messages hold
+     * no fd), and the duplicate is owned by the message.
+     */
+    MemoryRegion *mr;
     int fd;
+    /* The map a DMA_MAP makes (VFIOUserMap.seq) */
+    uint64_t seq;
     union {
         VFIOUserHdr hdr;
         VFIOUserDMAMap map;
@@ -96,22 +110,23 @@ static const char *container_name(const VFIOUserContainer *c)
     return c->udev->parent_obj.vbasedev.name;
 }
 
-static bool vfio_user_map_add(VFIOUserContainer *c, const DMAMap *window,
-                              void *vaddr)
+/* Record a map; its sequence number, or 0 if it overlaps another. */
+static uint64_t vfio_user_map_add(VFIOUserContainer *c, const DMAMap *window,
+                                  void *vaddr)
 {
     VFIOUserMap *m;
 
     if (iova_tree_insert(c->maps, window) != IOVA_OK) {
-        return false;
+        return 0;
     }
     c->nr_maps++;
     m = g_new(VFIOUserMap, 1);
     *m = (VFIOUserMap) {
         .iova = window->iova, .size = window->size + 1, .vaddr = vaddr,
-        .readonly = window->perm == IOMMU_RO,
+        .readonly = window->perm == IOMMU_RO, .seq = ++c->next_seq,
     };
     QLIST_INSERT_HEAD(&c->map_list, m, next);
-    return true;
+    return m->seq;
 }
 
 static VFIOUserMap *vfio_user_map_find(VFIOUserContainer *c, hwaddr iova,
@@ -127,14 +142,17 @@ static VFIOUserMap *vfio_user_map_find(VFIOUserContainer *c, hwaddr iova,
     return NULL;
 }
 
-/* Forget the map of exactly [@iova, @iova + @size), if there is one. */
+/*
+ * Forget the map of exactly [@iova, @iova + @size), if there is one (and
+ * it is map @seq, unless @seq is 0).
+ */
 static void vfio_user_map_remove(VFIOUserContainer *c, hwaddr iova,
-                                 uint64_t size)
+                                 uint64_t size, uint64_t seq)
 {
     VFIOUserMap *m = vfio_user_map_find(c, iova, size);
     DMAMap window = { .iova = iova, .size = size - 1 };
 
-    if (m) {
+    if (m && (!seq || m->seq == seq)) {
         iova_tree_remove(c->maps, window);
         c->nr_maps--;
         QLIST_REMOVE(m, next);
@@ -171,7 +189,7 @@ static void vfio_user_dma_report(VFIOUserContainer *c)
     }
     c->batch_failures = 0;
     error_prepend(&err, "vfio-user-pci %s: ", container_name(c));
-    if (!bcontainer->initialized && !bcontainer->error) {
+    if (!bcontainer->initialized && !bcontainer->error && !c->detaching) {
         bcontainer->error = err;
     } else {
         error_report_err(err);
@@ -183,7 +201,27 @@ static void vfio_user_dma_op_free(VFIOUserDMAOp *op)
     if (op->fd >= 0) {
         close(op->fd);
     }
+    if (op->mr) {
+        memory_region_unref(op->mr);
+    }
     g_free(op);
+}
+
+/*
+ * The fd that goes with @op, duplicated now that it is sent; false if
+ * that fails.
+ */
+static bool vfio_user_dma_op_get_fd(VFIOUserDMAOp *op, Error **errp)
+{
+    if (op->mr && op->fd < 0) {
+        op->fd = qemu_dup(memory_region_get_fd(op->mr));
+        if (op->fd < 0) {
+            error_setg_errno(errp, errno, "cannot duplicate the file "
+                             "descriptor of its RAM");
+            return false;
+        }
+    }
+    return true;
 }
 
 /* Send @op and wait for its reply. */
@@ -197,11 +235,13 @@ static void coroutine_fn vfio_user_dma_co_one(VFIOUserContainer *c,
     uint64_t size = le64_to_cpu(is_map ? op->msg.map.size :
                                 op->msg.unmap.size);
     Error *err = NULL;
-    int ret;
+    int ret = -EIO;
 
-    ret = vfio_user_co_send_recv(container_proxy(c), &op->msg.hdr,
-                                 op->fd >= 0 ? &fds : NULL,
-                                 sizeof(op->msg), 0, &err);
+    if (vfio_user_dma_op_get_fd(op, &err)) {
+        ret = vfio_user_co_send_recv(container_proxy(c), &op->msg.hdr,
+                                     op->fd >= 0 ? &fds : NULL,
+                                     sizeof(op->msg), 0, &err);
+    }
     trace_vfio_user_dma(container_name(c), is_map ? "map" : "unmap", iova,
                         size, op->fd, ret);
     if (ret < 0 &&
@@ -217,9 +257,9 @@ static void coroutine_fn vfio_user_dma_co_one(VFIOUserContainer *c,
              * The server did not take it: it must not be used.  Unless it
              * is already gone (unmapped while this message was in
              * flight): then there is nothing to remove, and nothing of
-             * another map's to remove.
+             * another map's (a later one of the same range) to remove.
              */
-            vfio_user_map_remove(c, iova, size);
+            vfio_user_map_remove(c, iova, size, op->seq);
         }
     }
 }
@@ -244,15 +284,49 @@ static void coroutine_fn vfio_user_dma_co(void *opaque)
     aio_wait_kick();
 }
 
+static void vfio_user_drain_timeout(void *opaque)
+{
+    bool *expired = opaque;
+
+    *expired = true;
+    aio_wait_kick();
+}
+
 /*
- * Wait until every map and unmap message has its reply.  Runs an event
- * loop: never call it from a memory listener or a coroutine.  A server
- * that stopped answering is bounded by the reply timeout.
+ * Wait until every map and unmap message has its reply, for one reply
+ * timeout at most, however many are queued: then the server is lost
+ * (the queue then fails fast).  Runs an event loop: never call it from
+ * a memory listener or a coroutine.
  */
 void vfio_user_container_drain(VFIOUserContainer *c)
 {
+    VFIOProxy *proxy = container_proxy(c);
+    uint32_t timeout_ms = vfio_user_proxy_timeout(proxy);
+    bool expired = false;
+    QEMUTimer timer;
+
     assert(!qemu_in_coroutine());
-    AIO_WAIT_WHILE(NULL, c->inflight > 0);
+    if (!c->inflight) {
+        return;
+    }
+    /* A timer of the AioContext AIO_WAIT_WHILE() polls */
+    aio_timer_init(qemu_get_aio_context(), &timer, QEMU_CLOCK_REALTIME,
+                   SCALE_MS, vfio_user_drain_timeout, &expired);
+    if (timeout_ms) {
+        timer_mod(&timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                  timeout_ms);
+    }
+    AIO_WAIT_WHILE(NULL, c->inflight > 0 && !expired);
+    if (c->inflight) {
+        Error *err = NULL;
+
+        error_setg(&err, "vfio-user server %s: %u DMA map messages not "
+                   "answered in %u ms", vfio_user_proxy_name(proxy),
+                   c->inflight, timeout_ms);
+        vfio_user_proxy_lost(proxy, err);
+        AIO_WAIT_WHILE(NULL, c->inflight > 0);
+    }
+    timer_del(&timer);
 }
 
 bool vfio_user_container_queued(VFIOUserContainer *c)
@@ -280,7 +354,12 @@ static int vfio_user_dma_send(VFIOUserContainer *c, VFIOUserDMAOp *op)
     return 0;
 }
 
-/* Refuse a map: a failure reported with those of the messages in flight. */
+/*
+ * Refuse a map: a failure reported with those of the messages in flight.
+ * Outside a memory transaction the caller learns it too (virtio-mem's
+ * plug rolls back when the map fails); inside one, hw/vfio could only
+ * abort on it.
+ */
 static int vfio_user_dma_refuse(VFIOUserContainer *c, hwaddr iova,
                                 ram_addr_t size, const char *why)
 {
@@ -292,40 +371,33 @@ static int vfio_user_dma_refuse(VFIOUserContainer *c, hwaddr iova,
     if (!c->inflight) {
         vfio_user_dma_report(c);
     }
-    return 0;
+    return c->in_transaction ? 0 : -EINVAL;
 }
 
 /*
  * The DMA_MAP message of [@iova, @iova + @size) at host address @vaddr,
- * with a dup() of its RAM's fd when the RAM is shareable (the message
- * owns it: the RAMBlock, and its fd, may be freed, and the fd number
- * reused, before the message leaves).  NULL with *@why set if the fd
- * cannot be duplicated.
+ * with its RAM (a reference: the RAMBlock and its fd must not go before
+ * the message leaves, nor the fd number be reused) when the RAM is
+ * shareable.
  */
 static VFIOUserDMAOp *vfio_user_dma_map_op(hwaddr iova, uint64_t size,
-                                           void *vaddr, bool readonly,
-                                           const char **why)
+                                           void *vaddr, bool readonly)
 {
-    VFIOUserDMAOp *op;
+    VFIOUserDMAOp *op = g_new0(VFIOUserDMAOp, 1);
     MemoryRegion *mr;
     off_t offset = 0;
     int fd = -1;
 
     mr = vfio_container_dma_map_source(vaddr, &fd, &offset);
-    if (!mr || !mr->ram_block || !qemu_ram_is_shared(mr->ram_block)) {
+    if (!mr || !mr->ram_block || !qemu_ram_is_shared(mr->ram_block) ||
+        fd < 0) {
         /* Not shareable: the server gets the window without an fd. */
-        fd = -1;
         offset = 0;
+    } else {
+        memory_region_ref(mr);
+        op->mr = mr;
     }
-    if (fd >= 0) {
-        fd = qemu_dup(fd);
-        if (fd < 0) {
-            *why = "cannot duplicate the file descriptor of its RAM";
-            return NULL;
-        }
-    }
-    op = g_new0(VFIOUserDMAOp, 1);
-    op->fd = fd;
+    op->fd = -1;
     vfio_user_msg_init(&op->msg.hdr, VFIO_USER_DMA_MAP, sizeof(op->msg.map));
     op->msg.map.argsz = cpu_to_le32(sizeof(op->msg.map) -
                                     sizeof(op->msg.hdr));
@@ -348,8 +420,8 @@ static int vfio_user_dma_map(const VFIOContainerBase *bcontainer,
         .iova = iova, .size = size - 1,
         .perm = readonly ? IOMMU_RO : IOMMU_RW,
     };
-    const char *why = NULL;
     VFIOUserDMAOp *op;
+    uint64_t seq;
 
     if (!size || (iova & pgmask) || (size & pgmask)) {
         return vfio_user_dma_refuse(c, iova, size, "not aligned to the "
@@ -360,15 +432,13 @@ static int vfio_user_dma_map(const VFIOContainerBase *bcontainer,
         return vfio_user_dma_refuse(c, iova, size,
                                     "the server's max_dma_maps is reached");
     }
-    op = vfio_user_dma_map_op(iova, size, vaddr, readonly, &why);
-    if (!op) {
-        return vfio_user_dma_refuse(c, iova, size, why);
-    }
-    if (!vfio_user_map_add(c, &window, vaddr)) {
-        vfio_user_dma_op_free(op);
+    seq = vfio_user_map_add(c, &window, vaddr);
+    if (!seq) {
         return vfio_user_dma_refuse(c, iova, size,
                                     "it overlaps an existing map");
     }
+    op = vfio_user_dma_map_op(iova, size, vaddr, readonly);
+    op->seq = seq;
     return vfio_user_dma_send(c, op);
 }
 
@@ -384,26 +454,22 @@ int coroutine_fn vfio_user_container_co_replay(VFIOUserContainer *c,
         snap[n++] = *m;
     }
     for (i = 0; i < n; i++) {
-        const char *why = NULL;
         VFIOUserDMAOp *op;
         VFIOUserFDs fds;
-        int ret;
+        int ret = -EIO;
 
         if (!vfio_user_map_find(c, snap[i].iova, snap[i].size)) {
             /* Unmapped meanwhile */
             continue;
         }
         op = vfio_user_dma_map_op(snap[i].iova, snap[i].size, snap[i].vaddr,
-                                  snap[i].readonly, &why);
-        if (!op) {
-            error_setg(errp, "DMA_MAP of 0x%" HWADDR_PRIx "+0x%" PRIx64
-                       ": %s", snap[i].iova, snap[i].size, why);
-            return -EIO;
-        }
+                                  snap[i].readonly);
         fds = (VFIOUserFDs) { .send = &op->fd, .nsend = 1 };
-        ret = vfio_user_co_send_recv(container_proxy(c), &op->msg.hdr,
-                                     op->fd >= 0 ? &fds : NULL,
-                                     sizeof(op->msg), 0, errp);
+        if (vfio_user_dma_op_get_fd(op, errp)) {
+            ret = vfio_user_co_send_recv(container_proxy(c), &op->msg.hdr,
+                                         op->fd >= 0 ? &fds : NULL,
+                                         sizeof(op->msg), 0, errp);
+        }
         trace_vfio_user_dma(container_name(c), "replay map", snap[i].iova,
                             snap[i].size, op->fd, ret);
         vfio_user_dma_op_free(op);
@@ -437,7 +503,7 @@ static int vfio_user_dma_unmap(const VFIOContainerBase *bcontainer,
         DMAMap old = *m;
         VFIOUserDMAOp *op;
 
-        vfio_user_map_remove(c, old.iova, old.size + 1);
+        vfio_user_map_remove(c, old.iova, old.size + 1, 0);
 
         op = g_new0(VFIOUserDMAOp, 1);
         op->fd = -1;
@@ -558,6 +624,7 @@ void vfio_user_detach_device_common(VFIODevice *vbasedev)
     }
     c = VFIO_IOMMU_USER(bcontainer);
     space = bcontainer->space;
+    c->detaching = true;
     memory_listener_unregister(&bcontainer->listener);
     vfio_user_container_drain(c);
     assert(QSIMPLEQ_EMPTY(&c->pending));
@@ -568,11 +635,21 @@ void vfio_user_detach_device_common(VFIODevice *vbasedev)
     while (!QLIST_EMPTY(&c->map_list)) {
         VFIOUserMap *m = QLIST_FIRST(&c->map_list);
 
-        vfio_user_map_remove(c, m->iova, m->size);
+        vfio_user_map_remove(c, m->iova, m->size, 0);
     }
     iova_tree_destroy(c->maps);
     object_unref(OBJECT(c));
     vfio_put_address_space(space);
+}
+
+static void vfio_user_listener_begin(VFIOContainerBase *bcontainer)
+{
+    VFIO_IOMMU_USER(bcontainer)->in_transaction = true;
+}
+
+static void vfio_user_listener_commit(VFIOContainerBase *bcontainer)
+{
+    VFIO_IOMMU_USER(bcontainer)->in_transaction = false;
 }
 
 static void vfio_user_detach_device(VFIODevice *vbasedev)
@@ -588,6 +665,8 @@ static void vfio_iommu_user_class_init(ObjectClass *klass, void *data)
     vioc->dma_unmap = vfio_user_dma_unmap;
     vioc->attach_device = vfio_user_attach_device;
     vioc->detach_device = vfio_user_detach_device;
+    vioc->listener_begin = vfio_user_listener_begin;
+    vioc->listener_commit = vfio_user_listener_commit;
 }
 
 static const TypeInfo vfio_iommu_user_info = {

@@ -133,16 +133,18 @@ static bool vfio_user_region_caps_check(struct vfio_region_info *info,
 {
     uint64_t pgmask = qemu_real_host_page_size() - 1;
     uint32_t off = info->cap_offset;
-    uint32_t prev = 0;
+    /* Where the previous capability ends: capabilities do not overlap */
+    uint64_t prev_end = sizeof(*info);
 
     while (off) {
         struct vfio_info_cap_header *hdr;
         uint32_t i, n;
 
-        if (off < sizeof(*info) || off <= prev || off > len || (off & 7) ||
+        if (off < prev_end || off > len || (off & 7) ||
             len - off < sizeof(*hdr)) {
             return false;
         }
+        prev_end = off + sizeof(*hdr);
         hdr = (void *)info + off;
         hdr->id = le16_to_cpu(hdr->id);
         hdr->version = le16_to_cpu(hdr->version);
@@ -159,6 +161,8 @@ static bool vfio_user_region_caps_check(struct vfio_region_info *info,
                 (uint64_t)n * sizeof(sparse->areas[0])) {
                 return false;
             }
+            prev_end = off + sizeof(*sparse) +
+                       (uint64_t)n * sizeof(sparse->areas[0]);
             for (i = 0; i < n; i++) {
                 uint64_t start = le64_to_cpu(sparse->areas[i].offset);
                 uint64_t size = le64_to_cpu(sparse->areas[i].size);
@@ -180,10 +184,10 @@ static bool vfio_user_region_caps_check(struct vfio_region_info *info,
             }
             type->type = le32_to_cpu(type->type);
             type->subtype = le32_to_cpu(type->subtype);
+            prev_end = off + sizeof(*type);
             break;
         }
         }
-        prev = off;
         off = hdr->next;
     }
     return true;
@@ -236,6 +240,28 @@ static bool vfio_user_region_size_valid(uint32_t index, uint64_t size)
     default:
         return size <= VFIO_USER_MAX_REGION_SIZE;
     }
+}
+
+/*
+ * A region mmap-ed from @fd: the mapping must lie inside the file (an
+ * access past its end would raise SIGBUS in QEMU), at a page-aligned
+ * offset (mmap() takes no other).  A server that shrinks the file later
+ * can still do that: only a sealed memfd would prevent it, and servers
+ * pass plain files too.
+ */
+static bool vfio_user_region_file_valid(int fd, struct vfio_region_info *info)
+{
+    struct stat st;
+
+    if (info->offset & (qemu_real_host_page_size() - 1) ||
+        info->offset > INT64_MAX - info->size) {
+        return false;
+    }
+    if (fstat(fd, &st) < 0) {
+        return false;
+    }
+    return st.st_size >= 0 &&
+           info->offset + info->size <= (uint64_t)st.st_size;
 }
 
 static int vfio_user_get_region_info(VFIODevice *vbasedev,
@@ -303,8 +329,7 @@ static int vfio_user_get_region_info(VFIODevice *vbasedev,
     } else if (!vfio_user_region_caps_check(info, len)) {
         goto err;
     }
-    if (rfd >= 0 && (info->offset & (qemu_real_host_page_size() - 1))) {
-        /* mmap() takes page-aligned file offsets only */
+    if (rfd >= 0 && !vfio_user_region_file_valid(rfd, info)) {
         goto err;
     }
     if (rfd < 0) {

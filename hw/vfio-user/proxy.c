@@ -58,6 +58,7 @@
 #define VFIO_USER_MAX_REQUESTS      64
 #define VFIO_USER_MAX_REQUEST_BYTES (4 * MiB)
 #define VFIO_USER_HARD_MAX_REQUESTS 1024
+#define VFIO_USER_HARD_MAX_REQUEST_BYTES (64 * MiB)
 
 /* A caller waiting for a reply. */
 typedef struct VFIOUserWaiter {
@@ -113,11 +114,10 @@ struct VFIOProxy {
     char *name;
     uint32_t timeout_ms;
     /*
-     * During teardown (unplug, reset): when every wait ends at the latest
-     * (QEMU_CLOCK_REALTIME, ms), and the server is lost if one times
-     * out; INT64_MAX otherwise.
+     * In a teardown (unplug, reset; nested count): the first timeout
+     * declares the server lost.
      */
-    int64_t teardown_deadline;
+    unsigned int teardown;
 
     VFIOProxyState state;
     /* Counts channels: work of an older one must not touch the current. */
@@ -499,22 +499,23 @@ static void vfio_user_timeout(VFIOUserWaiter *w, int64_t now)
     VFIOProxy *proxy = w->proxy;
     Error *err = NULL;
 
-    if (now >= proxy->teardown_deadline) {
+    if (proxy->teardown && !w->receiving) {
+        /*
+         * A hung server holds a reset or unplug up for one timeout, not
+         * one per message it sends.  Failing the connection completes w
+         * (whose coroutine may end at once: w is not touched after).
+         */
         trace_vfio_user_timeout(proxy->name, w->id,
                                 vfio_user_command_name(w->command));
         vfio_user_error(proxy, &err, "not responding: no reply to %s "
-                        "(id %u) during reset or unplug",
-                        vfio_user_command_name(w->command), w->id);
-        vfio_user_fail(proxy, w->gen, err);
-        if (w->done) {
-            return;
-        }
-        if (w->receiving) {
-            /* The receiver is reading into it: it fails as that ends */
-            w->deadline = INT64_MAX;
+                        "(id %u) in %u ms, during a reset or unplug",
+                        vfio_user_command_name(w->command), w->id,
+                        proxy->timeout_ms);
+        if (w->gen == proxy->gen &&
+            (proxy->state == VFIO_PROXY_CONNECTED ||
+             proxy->state == VFIO_PROXY_CONNECTING)) {
+            vfio_user_fail(proxy, w->gen, err);
         } else {
-            vfio_user_error(proxy, &err, "no reply to %s (id %u)",
-                            vfio_user_command_name(w->command), w->id);
             vfio_user_complete(w, -ETIMEDOUT, err);
         }
         return;
@@ -584,8 +585,8 @@ static void vfio_user_add_waiter(VFIOProxy *proxy, VFIOUserWaiter *w)
     QTAILQ_INSERT_TAIL(&proxy->waiters, w, next);
     w->deadline = INT64_MAX;
     if (proxy->timeout_ms) {
-        w->deadline = MIN(qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
-                          proxy->timeout_ms, proxy->teardown_deadline);
+        w->deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                      proxy->timeout_ms;
         if (!timer_pending(&proxy->timer) ||
             timer_expire_time_ns(&proxy->timer) > w->deadline * SCALE_MS) {
             timer_mod(&proxy->timer, w->deadline);
@@ -922,9 +923,11 @@ static int coroutine_fn vfio_user_co_recv_request(VFIOProxy *proxy,
                         VFIO_USER_MAX_XFER);
         return -1;
     }
-    if (proxy->nrequests >= VFIO_USER_HARD_MAX_REQUESTS) {
-        vfio_user_error(proxy, errp, "%u requests pending while a request "
-                        "of ours waits for its reply", proxy->nrequests);
+    if (proxy->nrequests >= VFIO_USER_HARD_MAX_REQUESTS ||
+        proxy->request_bytes >= VFIO_USER_HARD_MAX_REQUEST_BYTES) {
+        vfio_user_error(proxy, errp, "%u requests (%zu bytes) pending while "
+                        "a request of ours waits for its reply",
+                        proxy->nrequests, proxy->request_bytes);
         return -1;
     }
 
@@ -1430,7 +1433,6 @@ VFIOProxy *vfio_user_proxy_new(AioContext *ctx, const VFIOUserProxyOps *ops,
     proxy->opaque = opaque;
     proxy->name = g_strdup("(none)");
     proxy->timeout_ms = VFIO_USER_DEFAULT_TIMEOUT_MS;
-    proxy->teardown_deadline = INT64_MAX;
     proxy->state = VFIO_PROXY_CLOSED;
     proxy->late_id = -1;
     vfio_user_default_caps(&proxy->caps);
@@ -1450,29 +1452,16 @@ void vfio_user_proxy_set_timeout(VFIOProxy *proxy, uint32_t timeout_ms)
 
 void vfio_user_proxy_begin_teardown(VFIOProxy *proxy)
 {
-    VFIOUserWaiter *w;
-
-    if (!proxy || !proxy->timeout_ms ||
-        proxy->teardown_deadline != INT64_MAX) {
-        return;
-    }
-    proxy->teardown_deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
-                               proxy->timeout_ms;
-    QTAILQ_FOREACH(w, &proxy->waiters, next) {
-        w->deadline = MIN(w->deadline, proxy->teardown_deadline);
-    }
-    if (!QTAILQ_EMPTY(&proxy->waiters) &&
-        (!timer_pending(&proxy->timer) ||
-         timer_expire_time_ns(&proxy->timer) >
-         proxy->teardown_deadline * SCALE_MS)) {
-        timer_mod(&proxy->timer, proxy->teardown_deadline);
+    if (proxy) {
+        proxy->teardown++;
     }
 }
 
 void vfio_user_proxy_end_teardown(VFIOProxy *proxy)
 {
     if (proxy) {
-        proxy->teardown_deadline = INT64_MAX;
+        assert(proxy->teardown);
+        proxy->teardown--;
     }
 }
 
@@ -1484,6 +1473,16 @@ static void vfio_user_drain(VFIOProxy *proxy)
         aio_poll(proxy->ctx, true);
     }
     assert(!proxy->replies_due && QTAILQ_EMPTY(&proxy->waiters));
+}
+
+void vfio_user_proxy_lost(VFIOProxy *proxy, Error *err)
+{
+    vfio_user_fail(proxy, proxy->gen, err);
+}
+
+uint32_t vfio_user_proxy_timeout(VFIOProxy *proxy)
+{
+    return proxy->timeout_ms;
 }
 
 void vfio_user_proxy_abort(VFIOProxy *proxy)

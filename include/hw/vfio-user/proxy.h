@@ -122,11 +122,11 @@ void vfio_user_proxy_set_timeout(VFIOProxy *proxy, uint32_t timeout_ms);
 /**
  * vfio_user_proxy_begin_teardown: bound the waits of a reset or unplug
  *
- * Until vfio_user_proxy_end_teardown(), every request (those already
- * waiting included) is answered within one reply timeout from now, in
- * total, or the server is declared lost: a hung server holds a reset or
- * unplug up for one timeout, not one per message.  Nested calls keep the
- * first deadline.  @proxy may be NULL.
+ * Until vfio_user_proxy_end_teardown(), the first request that times out
+ * declares the server lost (instead of failing alone): a hung server
+ * holds a reset or unplug up for one reply timeout, not one per message,
+ * while a slow one that answers in time is not hurt.  Calls nest.
+ * @proxy may be NULL.
  */
 void vfio_user_proxy_begin_teardown(VFIOProxy *proxy);
 void vfio_user_proxy_end_teardown(VFIOProxy *proxy);
@@ -183,6 +183,16 @@ QIOChannelSocket *vfio_user_proxy_open(VFIOProxy *proxy, SocketAddress *addr,
 int coroutine_fn vfio_user_co_proxy_attach(VFIOProxy *proxy,
                                            QIOChannelSocket *sioc,
                                            const char *name, Error **errp);
+
+/**
+ * vfio_user_proxy_lost: the owner declares the server lost (@err says
+ * why; taken): as when the proxy finds it lost itself, the owner's
+ * failed callback is called.  A no-op unless connecting or connected.
+ */
+void vfio_user_proxy_lost(VFIOProxy *proxy, Error *err);
+
+/** vfio_user_proxy_timeout: the reply timeout in ms (0: none) */
+uint32_t vfio_user_proxy_timeout(VFIOProxy *proxy);
 
 /**
  * vfio_user_proxy_abort: fail the connection now, from the owner's side
