@@ -50,21 +50,52 @@ wait_for_file_socket() {
     return 1
 }
 
-# run_guest TEST SECONDS QEMU-ARGS...: boot the guest running TEST; pass
-# when it prints "VFU-RESULT: PASS TEST".  The console is in $TMP/guest.log.
-run_guest() {
-    local test=$1 secs=$2 rc=0
+# Kernel arguments added to the guest's command line
+GUEST_APPEND=${GUEST_APPEND:-}
+
+# start_guest TEST SECONDS QEMU-ARGS...: boot the guest running TEST in
+# the background (GUEST_PID); finish_guest waits for it and checks it.
+# The console is in $TMP/guest.log.
+start_guest() {
+    local test=$1 secs=$2
     shift 2
+    GUEST_TEST=$test
+    GUEST_SECS=$secs
     timeout "$secs" "$QEMU" -machine q35 -accel tcg -cpu max -m 512 \
         -object memory-backend-memfd,id=mem,size=512M,share=on \
         -machine memory-backend=mem -nodefaults -display none \
         -serial stdio -kernel "$GUEST/vmlinuz" \
         -initrd "$GUEST/initramfs.cpio.gz" \
-        -append "console=ttyS0 quiet panic=-1 vfu.test=$test" \
-        "$@" < /dev/null > "$TMP/guest.log" 2>&1 || rc=$?
+        -append "console=ttyS0 quiet panic=-1 vfu.test=$test $GUEST_APPEND" \
+        "$@" < /dev/null > "$TMP/guest.log" 2>&1 &
+    GUEST_PID=$!
+}
+
+finish_guest() {
+    local rc=0
+    wait "$GUEST_PID" || rc=$?
     sed 's/^/guest| /' "$TMP/guest.log"
-    [ $rc = 124 ] && fail "the guest did not finish within $secs s"
-    grep -q "VFU-RESULT: PASS $test" "$TMP/guest.log" ||
-        fail "guest test $test failed"
-    ok "guest test $test passed"
+    [ $rc = 124 ] && fail "the guest did not finish within $GUEST_SECS s"
+    grep -q "VFU-RESULT: PASS $GUEST_TEST" "$TMP/guest.log" ||
+        fail "guest test $GUEST_TEST failed"
+    ok "guest test $GUEST_TEST passed"
+}
+
+# wait_guest_log PATTERN SECONDS: wait until the guest prints PATTERN.
+wait_guest_log() {
+    local i
+    for ((i = 0; i < $2 * 20; i++)); do
+        grep -q -- "$1" "$TMP/guest.log" 2>/dev/null && return 0
+        kill -0 "$GUEST_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    sed 's/^/guest| /' "$TMP/guest.log"
+    fail "the guest did not print '$1'"
+}
+
+# run_guest TEST SECONDS QEMU-ARGS...: boot the guest running TEST; pass
+# when it prints "VFU-RESULT: PASS TEST".
+run_guest() {
+    start_guest "$@"
+    finish_guest
 }

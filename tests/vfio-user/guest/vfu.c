@@ -6,6 +6,11 @@
  *   vfu dio DEVICE MIB SEED                 write MIB MiB of pseudo-random
  *                                           data with O_DIRECT, read it
  *                                           back, compare checksums
+ *   vfu dio-loop DEVICE MIB PASSES SEED     PASSES times: write MIB MiB
+ *                                           with O_DIRECT, read them back,
+ *                                           compare checksums; reports
+ *                                           every I/O that took over 1 s
+ *                                           (a device outage) as it ends
  *   vfu dio-read DEVICE MIB                 O_DIRECT sequential read; prints
  *                                           MiB/s
  *   vfu dio-rand DEVICE MIB SECONDS         4 KiB random O_DIRECT reads;
@@ -27,6 +32,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,6 +217,76 @@ static int dio(int argc, char **argv)
            (unsigned long long)wsum, (unsigned long long)rsum,
            wsum == rsum ? "MATCH" : "MISMATCH");
     return wsum == rsum ? 0 : 1;
+}
+
+/* One O_DIRECT chunk at MiB @i; reports it if it stalled. */
+static int dio_chunk(int fd, uint8_t *buf, int i, bool wr, int pass)
+{
+    double t0 = now(), t;
+    ssize_t n;
+
+    n = wr ? pwrite(fd, buf, CHUNK, (off_t)i * CHUNK) :
+             pread(fd, buf, CHUNK, (off_t)i * CHUNK);
+    if (n != CHUNK) {
+        printf("dio-loop: %s of MiB %d failed: %s\n", wr ? "write" : "read",
+               i, n < 0 ? strerror(errno) : "short");
+        return -1;
+    }
+    t = now() - t0;
+    if (t > 1.0) {
+        printf("dio-loop: stalled %.2f s (pass %d, %s of MiB %d)\n", t,
+               pass, wr ? "write" : "read", i);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+static int dio_loop(int argc, char **argv)
+{
+    int fd, mib, passes, p, i, bad = 0;
+    uint64_t s;
+    uint8_t *buf;
+
+    if (argc < 6) {
+        return 2;
+    }
+    mib = atoi(argv[3]);
+    passes = atoi(argv[4]);
+    s = num(argv[5]) | 1;
+    fd = open_direct(argv[2], O_RDWR, CHUNK, &buf);
+    if (fd < 0) {
+        return 1;
+    }
+    printf("dio-loop: %d passes of %d MiB\n", passes, mib);
+    fflush(stdout);
+    for (p = 1; p <= passes; p++) {
+        uint64_t wsum = 0xcbf29ce484222325ULL, rsum = wsum;
+
+        for (i = 0; i < mib; i++) {
+            for (size_t j = 0; j < CHUNK / 8; j++) {
+                ((uint64_t *)buf)[j] = xorshift(&s);
+            }
+            wsum = fnv(buf, CHUNK, wsum);
+            if (dio_chunk(fd, buf, i, true, p) < 0) {
+                return 1;
+            }
+        }
+        if (fdatasync(fd) < 0) {
+            perror("fdatasync");
+            return 1;
+        }
+        for (i = 0; i < mib; i++) {
+            if (dio_chunk(fd, buf, i, false, p) < 0) {
+                return 1;
+            }
+            rsum = fnv(buf, CHUNK, rsum);
+        }
+        bad += wsum != rsum;
+        printf("dio-loop: pass %d %s\n", p, wsum == rsum ? "MATCH" :
+               "MISMATCH");
+        fflush(stdout);
+    }
+    return bad ? 1 : 0;
 }
 
 static int dio_read(int argc, char **argv)
@@ -519,6 +595,8 @@ int main(int argc, char **argv)
         return mmio(argc, argv);
     } else if (argc > 1 && !strcmp(argv[1], "dio")) {
         return dio(argc, argv);
+    } else if (argc > 1 && !strcmp(argv[1], "dio-loop")) {
+        return dio_loop(argc, argv);
     } else if (argc > 1 && !strcmp(argv[1], "dio-read")) {
         return dio_read(argc, argv);
     } else if (argc > 1 && !strcmp(argv[1], "dio-rand")) {
@@ -530,7 +608,7 @@ int main(int argc, char **argv)
     } else if (argc > 1 && !strcmp(argv[1], "lspci")) {
         return lspci(argc, argv);
     }
-    fprintf(stderr, "usage: vfu mmio|mmio-bench|dio|dio-read|dio-write|"
-            "dio-rand|lspci ...\n");
+    fprintf(stderr, "usage: vfu mmio|mmio-bench|dio|dio-loop|dio-read|"
+            "dio-write|dio-rand|lspci ...\n");
     return 2;
 }

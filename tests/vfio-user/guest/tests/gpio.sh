@@ -16,6 +16,7 @@ base=$(cat $chip/base)
 ngpio=$(cat $chip/ngpio)
 echo "$(basename $chip): label $(cat $chip/label), base $base, $ngpio lines"
 vals=
+names=
 # Lines 16..31 are the inputs of the IDIO-16.  A line the chip names is
 # exported under its name, so find the new directory.
 for i in 16 17 18 19 20 21 22 23; do
@@ -31,6 +32,7 @@ for i in 16 17 18 19 20 21 22 23; do
         return 1
     fi
     vals="$vals$(cat /sys/class/gpio/$line/value)"
+    names="$names $line"
 done
 echo "input lines 16-23 ($line is the last): $vals"
 [ ${#vals} = 8 ] || return 1
