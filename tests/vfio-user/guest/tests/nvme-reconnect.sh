@@ -8,6 +8,12 @@ d=$(pci_find 1b36 0010) || { echo "no nvme device"; return 1; }
 i=0
 while [ ! -b /dev/nvme0n1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 [ -b /dev/nvme0n1 ] || { echo "no /dev/nvme0n1"; return 1; }
-vfu dio-loop /dev/nvme0n1 32 ${VFU_PASSES:-6} 0x3333 || return 1
+passes=6
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+    vfu.passes=*) passes=${arg#vfu.passes=} ;;
+    esac
+done
+vfu dio-loop /dev/nvme0n1 32 $passes 0x3333 || return 1
 # The kernel's view of the outage
 dmesg | grep -i nvme | tail -n 8
