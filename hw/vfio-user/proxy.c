@@ -853,7 +853,9 @@ static int coroutine_fn vfio_user_co_recv_reply(VFIOProxy *proxy,
         }
         *w->msg = *hdr;
         if (w->fds) {
-            memcpy(w->fds->recv, fds, nfds * sizeof(int));
+            if (nfds) {
+                memcpy(w->fds->recv, fds, nfds * sizeof(int));
+            }
             w->fds->nrecv = nfds;
         }
         vfio_user_complete(w, 0, NULL);
