@@ -54,6 +54,8 @@ typedef struct VFIOUserMap {
     bool readonly;
     /* Tells this map from a later one of the same range */
     uint64_t seq;
+    /* Sent to the current server (else a replay sends it) */
+    bool on_server;
 } VFIOUserMap;
 
 struct VFIOUserContainer {
@@ -74,6 +76,11 @@ struct VFIOUserContainer {
     bool in_transaction;
     /* Detaching: failures are printed, realize is over */
     bool detaching;
+    /*
+     * No server to send maps to (lost, or a new one not checked yet):
+     * maps and unmaps only change the list; a replay sends it.
+     */
+    bool offline;
     /* The first failure since all replies were last in, and the count */
     Error *batch_err;
     unsigned int batch_failures;
@@ -337,7 +344,8 @@ bool vfio_user_container_queued(VFIOUserContainer *c)
 /* Have the message of @op sent: now, or after those queued before it. */
 static int vfio_user_dma_send(VFIOUserContainer *c, VFIOUserDMAOp *op)
 {
-    if (vfio_user_proxy_state(container_proxy(c)) != VFIO_PROXY_CONNECTED) {
+    if (c->offline ||
+        vfio_user_proxy_state(container_proxy(c)) != VFIO_PROXY_CONNECTED) {
         /* A lost server has no maps left to change. */
         vfio_user_dma_op_free(op);
         return 0;
@@ -439,47 +447,65 @@ static int vfio_user_dma_map(const VFIOContainerBase *bcontainer,
     }
     op = vfio_user_dma_map_op(iova, size, vaddr, readonly);
     op->seq = seq;
+    QLIST_FIRST(&c->map_list)->on_server = !c->offline;
     return vfio_user_dma_send(c, op);
 }
 
+void vfio_user_container_set_offline(VFIOUserContainer *c)
+{
+    VFIOUserMap *m;
+
+    c->offline = true;
+    QLIST_FOREACH(m, &c->map_list, next) {
+        m->on_server = false;
+    }
+}
+
+/*
+ * Send the server every map it does not have, one at a time, in the
+ * calling coroutine, until there is none left: maps the listener adds
+ * meanwhile are sent by the listener itself (the container is online),
+ * maps it removes before they were sent are not sent at all.
+ */
 int coroutine_fn vfio_user_container_co_replay(VFIOUserContainer *c,
                                                Error **errp)
 {
-    g_autofree VFIOUserMap *snap = g_new(VFIOUserMap, c->nr_maps);
-    unsigned int i, n = 0;
-    VFIOUserMap *m;
-
-    /* The list may change while we wait for replies: work on a copy */
-    QLIST_FOREACH(m, &c->map_list, next) {
-        snap[n++] = *m;
-    }
-    for (i = 0; i < n; i++) {
+    c->offline = false;
+    for (;;) {
+        VFIOUserMap *m;
         VFIOUserDMAOp *op;
         VFIOUserFDs fds;
+        hwaddr iova;
+        uint64_t size;
         int ret = -EIO;
 
-        if (!vfio_user_map_find(c, snap[i].iova, snap[i].size)) {
-            /* Unmapped meanwhile */
-            continue;
+        QLIST_FOREACH(m, &c->map_list, next) {
+            if (!m->on_server) {
+                break;
+            }
         }
-        op = vfio_user_dma_map_op(snap[i].iova, snap[i].size, snap[i].vaddr,
-                                  snap[i].readonly);
+        if (!m) {
+            return 0;
+        }
+        m->on_server = true;
+        iova = m->iova;
+        size = m->size;
+        op = vfio_user_dma_map_op(iova, size, m->vaddr, m->readonly);
         fds = (VFIOUserFDs) { .send = &op->fd, .nsend = 1 };
         if (vfio_user_dma_op_get_fd(op, errp)) {
             ret = vfio_user_co_send_recv(container_proxy(c), &op->msg.hdr,
                                          op->fd >= 0 ? &fds : NULL,
                                          sizeof(op->msg), 0, errp);
         }
-        trace_vfio_user_dma(container_name(c), "replay map", snap[i].iova,
-                            snap[i].size, op->fd, ret);
+        trace_vfio_user_dma(container_name(c), "replay map", iova, size,
+                            op->fd, ret);
         vfio_user_dma_op_free(op);
         if (ret < 0) {
             error_prepend(errp, "DMA_MAP of 0x%" HWADDR_PRIx "+0x%" PRIx64
-                          ": ", snap[i].iova, snap[i].size);
+                          ": ", iova, size);
             return ret;
         }
     }
-    return 0;
 }
 
 static int vfio_user_dma_unmap(const VFIOContainerBase *bcontainer,
@@ -501,9 +527,15 @@ static int vfio_user_dma_unmap(const VFIOContainerBase *bcontainer,
      */
     while ((m = iova_tree_find(c->maps, &window))) {
         DMAMap old = *m;
+        VFIOUserMap *rec = vfio_user_map_find(c, old.iova, old.size + 1);
+        bool on_server = rec && rec->on_server;
         VFIOUserDMAOp *op;
 
         vfio_user_map_remove(c, old.iova, old.size + 1, 0);
+        if (!on_server) {
+            /* The server never had it (offline): nothing to send */
+            continue;
+        }
 
         op = g_new0(VFIOUserDMAOp, 1);
         op->fd = -1;

@@ -32,8 +32,15 @@ void vfio_user_container_drain(VFIOUserContainer *c);
 bool vfio_user_container_queued(VFIOUserContainer *c);
 
 /*
- * Send every map to the server again (a new server, which has none), in
- * the calling coroutine.  Returns 0 or a negative errno with @errp set.
+ * The server is lost: from now on maps and unmaps only change the list,
+ * which vfio_user_container_co_replay() sends to a new server.
+ */
+void vfio_user_container_set_offline(VFIOUserContainer *c);
+
+/*
+ * Send the maps to a new server (which has none), in the calling
+ * coroutine, and go online again.  Returns 0 or a negative errno with
+ * @errp set.
  */
 int coroutine_fn vfio_user_container_co_replay(VFIOUserContainer *c,
                                                Error **errp);

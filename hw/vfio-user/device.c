@@ -493,9 +493,12 @@ static int vfio_user_set_irqs_msgs(VFIODevice *vbasedev,
  */
 static int vfio_user_set_irqs(VFIODevice *vbasedev, struct vfio_irq_set *set)
 {
+    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
     int ret;
 
     if (vfio_user_server_lost(vbasedev)) {
+        /* An attempt restoring them must do it again */
+        udev->reconnect_dirty = true;
         return 0;
     }
     ret = vfio_user_set_irqs_msgs(vbasedev, set);
@@ -583,6 +586,10 @@ static int vfio_user_region_write(VFIODevice *vbasedev, unsigned int index,
     int ret;
 
     if (vfio_user_server_lost(vbasedev)) {
+        if (index == VFIO_PCI_CONFIG_REGION_INDEX) {
+            /* An attempt restoring config space must do it again */
+            udev->reconnect_dirty = true;
+        }
         return size;
     }
     if (post && !udev->no_posted_writes) {

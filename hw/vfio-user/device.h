@@ -41,6 +41,19 @@ struct VFIOUserPCIDevice {
 
     /* Reconnecting (hw/vfio-user/reconnect.c) */
     QEMUTimer *reconnect_timer;
+    /* Guards the attempt in progress from a server that drags it out */
+    QEMUTimer *attempt_timer;
+    /* Being unplugged: a loss now is not followed by a reconnect */
+    bool unplugging;
+    /*
+     * The guest changed interrupts or config space while an attempt
+     * restored them (dropped, like every access while disconnected): the
+     * attempt restores them again before it connects.
+     */
+    bool reconnect_dirty;
+    /* The guest's PCIe device control, as it wrote it (not emulated) */
+    uint16_t devctl;
+    bool devctl_written;
     /* The attempt in progress, whose messages pass while server_lost */
     Coroutine *reconnect_co;
     /* A reset or unplug made the attempt in progress fail */

@@ -44,11 +44,14 @@ static void vfio_user_pci_proxy_failed(void *opaque, const Error *err)
         return;
     }
     udev->server_lost = true;
+    if (udev->container) {
+        vfio_user_container_set_offline(udev->container);
+    }
     /* During realize the failure is realize's error */
     if (udev->realizing) {
         return;
     }
-    if (udev->reconnect_ms &&
+    if (udev->reconnect_ms && !udev->unplugging &&
         udev->socket->type == SOCKET_ADDRESS_TYPE_UNIX) {
         error_report("vfio-user-pci %s: lost the server: %s; the device "
                      "reads all ones and ignores writes until it is "
@@ -73,6 +76,10 @@ static int coroutine_fn vfio_user_pci_dma_rw(void *opaque, uint64_t addr,
 
     if (!udev->container) {
         return -EFAULT;
+    }
+    if (udev->server_lost) {
+        /* A new server is not checked yet: it gets no guest memory */
+        return -ENODEV;
     }
     return vfio_user_container_dma_rw(udev->container, addr, buf, len,
                                       is_write);
@@ -343,6 +350,8 @@ static void vfio_user_pci_exit(PCIDevice *pdev)
         object_class_by_name(TYPE_VFIO_PCI_BASE));
 
     migrate_del_blocker(&udev->migration_blocker);
+    /* A loss from now on (the teardown below) is not reconnected */
+    udev->unplugging = true;
     vfio_user_pci_cancel_reconnect(udev, true);
     /* A hung server holds unplug up for one reply timeout, not more */
     vfio_user_proxy_begin_teardown(udev->proxy);
@@ -408,6 +417,23 @@ static void vfio_user_pci_write_config(PCIDevice *pdev, uint32_t addr,
 
         v >>= 8 * (devctl - MIN(addr, devctl));
         flr = v & PCI_EXP_DEVCTL_BCR_FLR;
+    }
+    if (pdev->exp.exp_cap && ranges_overlap(addr, len, devctl, 2)) {
+        /*
+         * Not emulated: keep what the guest writes, for a reconnect to
+         * restore (without the FLR bit, which only triggers).
+         */
+        uint8_t buf[4];
+
+        pci_set_word(buf, udev->devctl_written ? udev->devctl :
+                     pci_get_word(pdev->config + devctl));
+        for (uint32_t i = 0; i < len; i++) {
+            if (addr + i >= devctl && addr + i < devctl + 2) {
+                buf[addr + i - devctl] = val >> (8 * i);
+            }
+        }
+        udev->devctl = pci_get_word(buf) & ~PCI_EXP_DEVCTL_BCR_FLR;
+        udev->devctl_written = true;
     }
     vfio_pci_write_config(pdev, addr, val, len);
     if (flr) {
@@ -526,6 +552,8 @@ static void vfio_user_pci_finalize(Object *obj)
     udev->proxy = NULL;
     qapi_free_SocketAddress(udev->socket);
     g_free(udev->refusal);
+    g_clear_pointer(&udev->reconnect_timer, timer_free);
+    g_clear_pointer(&udev->attempt_timer, timer_free);
 }
 
 static const Property vfio_user_pci_properties[] = {

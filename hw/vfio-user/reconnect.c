@@ -66,6 +66,25 @@ int vfio_user_pci_read_ids(VFIOUserPCIDevice *udev, uint8_t *ids)
     return ret < 0 ? ret : 0;
 }
 
+/* Does the guest reach part of region @index directly (mmap-ed)? */
+static bool vfio_user_pci_region_mapped(VFIOUserPCIDevice *udev, int index)
+{
+    VFIOPCIDevice *vdev = &udev->parent_obj;
+    VFIORegion *region;
+    int j;
+
+    if (index >= PCI_ROM_SLOT) {
+        return false;
+    }
+    region = &vdev->bars[index].region;
+    for (j = 0; j < region->nr_mmaps; j++) {
+        if (region->mmaps[j].mmap) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /*
  * Is the server's device the one the guest has?  Its device info, every
  * region the device had, and its IDs must be the same.  Regions that are
@@ -121,7 +140,7 @@ static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
                        (uint64_t)old->size, old->flags);
             return false;
         }
-        if (fd >= 0 || vbasedev->region_fds[i] >= 0) {
+        if (vfio_user_pci_region_mapped(udev, i)) {
             error_setg(errp, "region %d is mapped into the guest from the "
                        "server's memory: a device with mmap-ed regions "
                        "cannot be reconnected", i);
@@ -149,9 +168,10 @@ static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
     return true;
 }
 
-/* Write @len bytes of the guest's config space at @off to the server. */
+/* Write @len bytes of config space at @off to the server, from @data. */
 static int coroutine_fn vfio_user_pci_co_put_config(VFIOUserPCIDevice *udev,
-                                                    uint32_t off, uint32_t len)
+                                                    uint32_t off, uint32_t len,
+                                                    const uint8_t *data)
 {
     VFIOPCIDevice *vdev = &udev->parent_obj;
     VFIODevice *vbasedev = &vdev->vbasedev;
@@ -160,51 +180,69 @@ static int coroutine_fn vfio_user_pci_co_put_config(VFIOUserPCIDevice *udev,
     trace_vfio_user_pci_restore_config(vbasedev->name, off, len);
     ret = vbasedev->io_ops->region_write(vbasedev,
                                          VFIO_PCI_CONFIG_REGION_INDEX, off,
-                                         len, vdev->pdev.config + off, false);
+                                         len, data, false);
     return ret < 0 ? ret : 0;
 }
 
 /*
  * The config space state the guest programmed, which a restarted server
- * (its device fresh from reset) does not have: BARs, then the command
- * register (decoding, bus mastering), the power state, PCIe device
- * control, and the MSI and MSI-X capabilities (MSI-X enable and function
- * mask last: pending vectors then signal through the eventfds already
- * set).  The values are what the guest wrote (the vfio-pci base forwards
- * every config write to the server and keeps it in pdev.config).
+ * (its device fresh from reset) does not have, in this order: the BARs,
+ * the power state (PM control, without the write-1-to-clear PME status),
+ * PCIe device control (as the guest wrote it: the base does not emulate
+ * it; without FLR), the MSI address, data and mask then its flags, the
+ * MSI-X flags, and the command register last (decoding, bus mastering:
+ * the device may only act once the rest is in place).  Other values are
+ * what the guest wrote: the vfio-pci base forwards config writes to the
+ * server and keeps the writable bits in pdev.config.
  */
 static bool coroutine_fn vfio_user_pci_co_restore_config(
     VFIOUserPCIDevice *udev, Error **errp)
 {
     PCIDevice *pdev = &udev->parent_obj.pdev;
+    uint8_t *config = pdev->config;
+    uint8_t pm[2], devctl[2];
     struct {
         uint32_t off, len;
+        const uint8_t *data;
     } regs[8];
     int i, n = 0, ret;
 
-    regs[n++] = (typeof(regs[0])) { PCI_BASE_ADDRESS_0, 24 };
-    regs[n++] = (typeof(regs[0])) { PCI_COMMAND, 2 };
+    regs[n++] = (typeof(regs[0])) {
+        PCI_BASE_ADDRESS_0, 24, config + PCI_BASE_ADDRESS_0
+    };
     if (pdev->pm_cap) {
-        regs[n++] = (typeof(regs[0])) { pdev->pm_cap + PCI_PM_CTRL, 2 };
+        pci_set_word(pm, pci_get_word(config + pdev->pm_cap + PCI_PM_CTRL) &
+                     ~PCI_PM_CTRL_PME_STATUS);
+        regs[n++] = (typeof(regs[0])) { pdev->pm_cap + PCI_PM_CTRL, 2, pm };
     }
-    if (pci_is_express(pdev) && pdev->exp.exp_cap) {
+    if (pci_is_express(pdev) && pdev->exp.exp_cap && udev->devctl_written) {
+        pci_set_word(devctl, udev->devctl);
         regs[n++] = (typeof(regs[0])) {
-            pdev->exp.exp_cap + PCI_EXP_DEVCTL, 2
+            pdev->exp.exp_cap + PCI_EXP_DEVCTL, 2, devctl
         };
     }
     if (pdev->msi_cap) {
         /* Address and data, then the flags (enable) */
         regs[n++] = (typeof(regs[0])) {
             pdev->msi_cap + PCI_MSI_ADDRESS_LO,
-            udev->parent_obj.msi_cap_size - PCI_MSI_ADDRESS_LO
+            udev->parent_obj.msi_cap_size - PCI_MSI_ADDRESS_LO,
+            config + pdev->msi_cap + PCI_MSI_ADDRESS_LO
         };
-        regs[n++] = (typeof(regs[0])) { pdev->msi_cap + PCI_MSI_FLAGS, 2 };
+        regs[n++] = (typeof(regs[0])) {
+            pdev->msi_cap + PCI_MSI_FLAGS, 2,
+            config + pdev->msi_cap + PCI_MSI_FLAGS
+        };
     }
     if (pdev->msix_cap) {
-        regs[n++] = (typeof(regs[0])) { pdev->msix_cap + PCI_MSIX_FLAGS, 2 };
+        regs[n++] = (typeof(regs[0])) {
+            pdev->msix_cap + PCI_MSIX_FLAGS, 2,
+            config + pdev->msix_cap + PCI_MSIX_FLAGS
+        };
     }
+    regs[n++] = (typeof(regs[0])) { PCI_COMMAND, 2, config + PCI_COMMAND };
     for (i = 0; i < n; i++) {
-        ret = vfio_user_pci_co_put_config(udev, regs[i].off, regs[i].len);
+        ret = vfio_user_pci_co_put_config(udev, regs[i].off, regs[i].len,
+                                          regs[i].data);
         if (ret < 0) {
             error_setg_errno(errp, -ret, "config space write at 0x%x failed",
                              regs[i].off);
@@ -225,15 +263,64 @@ static bool coroutine_fn vfio_user_pci_co_restore(VFIOUserPCIDevice *udev,
 {
     VFIOPCIDevice *vdev = &udev->parent_obj;
 
+    int tries;
+
     if (udev->container &&
         vfio_user_container_co_replay(udev->container, errp) < 0) {
         return false;
     }
-    if (vfio_pci_replay_irqs(vdev, errp) < 0) {
-        error_prepend(errp, "interrupts: ");
-        return false;
+    /*
+     * The guest runs meanwhile: interrupt or config changes it makes are
+     * dropped (the device is not connected yet), so when there were any,
+     * restore them again from the state they left.
+     */
+    for (tries = 0; tries < 3; tries++) {
+        udev->reconnect_dirty = false;
+        if (vfio_pci_replay_irqs(vdev, errp) < 0) {
+            error_prepend(errp, "interrupts: ");
+            return false;
+        }
+        if (!vfio_user_pci_co_restore_config(udev, errp)) {
+            return false;
+        }
+        if (!udev->reconnect_dirty) {
+            return true;
+        }
     }
-    return vfio_user_pci_co_restore_config(udev, errp);
+    error_setg(errp, "the guest kept changing the device's interrupts");
+    return false;
+}
+
+/*
+ * An attempt whose server answers each message just in time would take
+ * as long as it likes (and a QMP attempt holds the monitor): it gets four
+ * reply timeouts in all, then it fails.
+ */
+static void vfio_user_pci_attempt_expired(void *opaque)
+{
+    VFIOUserPCIDevice *udev = opaque;
+
+    if (udev->reconnect_co) {
+        trace_vfio_user_pci_reconnect_failed(vfio_user_pci_id(udev),
+                                             "attempt took too long");
+        vfio_user_proxy_abort(udev->proxy);
+    }
+}
+
+static void vfio_user_pci_arm_attempt_timer(VFIOUserPCIDevice *udev)
+{
+    uint32_t timeout_ms = vfio_user_proxy_timeout(udev->proxy);
+
+    if (!timeout_ms) {
+        return;
+    }
+    if (!udev->attempt_timer) {
+        udev->attempt_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
+                                           vfio_user_pci_attempt_expired,
+                                           udev);
+    }
+    timer_mod(udev->attempt_timer,
+              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + 4LL * timeout_ms);
 }
 
 /*
@@ -252,6 +339,7 @@ static int coroutine_fn vfio_user_pci_co_attempt(VFIOUserPCIDevice *udev,
     udev->reconnect_attempts++;
     trace_vfio_user_pci_reconnect_attempt(vfio_user_pci_id(udev),
                                           udev->reconnect_attempts);
+    vfio_user_pci_arm_attempt_timer(udev);
     sioc = vfio_user_proxy_open(udev->proxy, addr ?: udev->socket, true,
                                 &name, errp);
     if (!sioc) {
@@ -265,6 +353,9 @@ static int coroutine_fn vfio_user_pci_co_attempt(VFIOUserPCIDevice *udev,
         !vfio_user_pci_co_restore(udev, errp)) {
         error_prepend(errp, "vfio-user server %s: ", name);
         vfio_user_proxy_abort(udev->proxy);
+        if (udev->container) {
+            vfio_user_container_set_offline(udev->container);
+        }
         return -EIO;
     }
     if (udev->reconnect_cancelled ||
@@ -273,6 +364,9 @@ static int coroutine_fn vfio_user_pci_co_attempt(VFIOUserPCIDevice *udev,
                    udev->reconnect_cancelled ? "cancelled by a reset" :
                    "lost during the restore");
         vfio_user_proxy_abort(udev->proxy);
+        if (udev->container) {
+            vfio_user_container_set_offline(udev->container);
+        }
         return -EIO;
     }
     if (addr) {
@@ -290,6 +384,9 @@ static void vfio_user_pci_connected(VFIOUserPCIDevice *udev)
 
     udev->server_lost = false;
     g_clear_pointer(&udev->refusal, g_free);
+    if (udev->attempt_timer) {
+        timer_del(udev->attempt_timer);
+    }
     trace_vfio_user_pci_reconnected(vfio_user_pci_id(udev), name,
                                     udev->reconnect_attempts);
     info_report("vfio-user-pci %s: connected again to %s",
@@ -306,14 +403,18 @@ static void vfio_user_pci_refused(VFIOUserPCIDevice *udev, int ret,
                                   Error *err)
 {
     const char *msg = error_get_pretty(err);
+    g_autoptr(GRegex) ids = g_regex_new("\\(id [0-9]+\\)", 0, 0, NULL);
+    g_autofree char *reason = g_regex_replace_literal(ids, msg, -1, 0, "",
+                                                      0, NULL);
 
     trace_vfio_user_pci_reconnect_failed(vfio_user_pci_id(udev), msg);
-    if (ret != -ECONNREFUSED && ret != -EBUSY &&
-        g_strcmp0(udev->refusal, msg)) {
+    /* Message ids change from one attempt to the next: not the reason */
+    if (ret != -ECONNREFUSED && ret != -EBUSY && !udev->reconnect_cancelled &&
+        reason && g_strcmp0(udev->refusal, reason)) {
         error_report("vfio-user-pci %s: cannot reconnect: %s",
                      vfio_user_pci_id(udev), msg);
         g_free(udev->refusal);
-        udev->refusal = g_strdup(msg);
+        udev->refusal = g_steal_pointer(&reason);
     }
     error_free(err);
 }
@@ -350,8 +451,12 @@ static void vfio_user_pci_reconnect_timer(void *opaque)
 
 void vfio_user_pci_schedule_reconnect(VFIOUserPCIDevice *udev)
 {
+    if (udev->attempt_timer) {
+        timer_del(udev->attempt_timer);
+    }
     /* A passed fd cannot be opened again: management gives a new one */
-    if (!udev->reconnect_ms || udev->socket->type != SOCKET_ADDRESS_TYPE_UNIX) {
+    if (!udev->reconnect_ms || udev->unplugging ||
+        udev->socket->type != SOCKET_ADDRESS_TYPE_UNIX) {
         return;
     }
     if (!udev->reconnect_timer) {
@@ -390,9 +495,9 @@ void vfio_user_pci_cancel_reconnect(VFIOUserPCIDevice *udev, bool wait)
             AIO_WAIT_WHILE(NULL, udev->reconnect_co);
         }
     }
-    if (wait && udev->reconnect_timer) {
-        timer_free(udev->reconnect_timer);
-        udev->reconnect_timer = NULL;
+    if (wait) {
+        g_clear_pointer(&udev->reconnect_timer, timer_free);
+        g_clear_pointer(&udev->attempt_timer, timer_free);
     }
 }
 
