@@ -2028,9 +2028,9 @@ static void test_reconnect_fd(void)
 }
 
 /*
- * device_del while an attempt waits for a server that accepted and does
- * not answer (a listening socket nobody serves), and QEMU's quit while the
- * server is away: neither waits for the server.
+ * A system reset and device_del while an attempt waits for a server that
+ * accepted and does not answer (a listening socket nobody serves), and
+ * QEMU's quit while the server is away: none waits for the server.
  */
 static void test_reconnect_unplug(void)
 {
@@ -2051,6 +2051,12 @@ static void test_reconnect_unplug(void)
     g_assert(!bind(lfd, (struct sockaddr *)&sun, sizeof(sun)));
     g_assert(!listen(lfd, 4));
     /* Let an attempt connect and wait for the VERSION reply */
+    g_usleep(300 * 1000);
+    /* A system reset in the middle of it does not wait for it */
+    t0 = g_get_monotonic_time();
+    qtest_qmp_assert_success(qts, "{'execute': 'system_reset'}");
+    qtest_qmp_eventwait(qts, "RESET");
+    g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
     g_usleep(300 * 1000);
     t0 = g_get_monotonic_time();
     qpci_unplug_acpi_device_test(qts, "vu0", SLOT);
