@@ -3,7 +3,7 @@
 #
 # The outage a guest sees when its vfio-user server restarts (reconnect):
 # nvme over x-vfio-user-server, the guest running a long loop of O_DIRECT
-# writes and verified reads (tests/vfio-user/guest/tests/nvme-reconnect.sh
+# writes and verified reads (tests/vfio-user/guest/tests/nvme-loop.sh
 # with vfu.passes=); the server is killed (SIGKILL) ROUNDS times, each
 # time after a pass completed, and a new one started 1 s later on the same
 # socket and disk.  Per restart: kill to the first stalled I/O (the guest
@@ -32,7 +32,7 @@ server_args=(-drive file="$TMP/disk.raw",if=none,format=raw,id=drv0
              -device nvme,drive=drv0,serial=vfu0001,id=d0)
 remote_server nvme "${server_args[@]}"
 GUEST_APPEND="nvme_core.io_timeout=5 nvme_core.admin_timeout=5 vfu.passes=$((rounds * 3 + 3))"
-start_guest nvme-reconnect 900 \
+start_guest nvme-loop 900 \
     -device vfio-user-pci,id=nvme0,socket="$TMP/nvme.sock",reconnect-ms=100
 : > "$TMP/figures"
 for ((r = 1; r <= rounds; r++)); do

@@ -487,24 +487,6 @@ static int vfio_user_set_irqs_msgs(VFIODevice *vbasedev,
     return 0;
 }
 
-/*
- * A server lost on the way (now or in the middle) has nothing left to set
- * up or tear down: not an error of its own (the loss is reported once).
- */
-static int vfio_user_set_irqs(VFIODevice *vbasedev, struct vfio_irq_set *set)
-{
-    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
-    int ret;
-
-    if (vfio_user_server_lost(vbasedev)) {
-        /* An attempt restoring them must do it again */
-        udev->reconnect_dirty = true;
-        return 0;
-    }
-    ret = vfio_user_set_irqs_msgs(vbasedev, set);
-    return ret < 0 && vfio_user_server_lost(vbasedev) ? 0 : ret;
-}
-
 /* Transfers are split at the server's max_data_xfer_size. */
 static uint32_t vfio_user_xfer_max(VFIODevice *vbasedev)
 {
@@ -616,6 +598,54 @@ static int vfio_user_region_write(VFIODevice *vbasedev, unsigned int index,
         }
     }
     return size;
+}
+
+/*
+ * INTx was just unmasked (the guest's end of interrupt): a server signals
+ * the eventfd when its line goes up, so a line that stayed up (the device
+ * raised it again before the guest was done) would never be signalled
+ * again.  Read the device's interrupt status, ordered after the unmask,
+ * and if it is still set, signal the eventfd ourselves: the vfio-pci base
+ * asserts the pin again, as for a fresh interrupt.  Costs a round trip
+ * per INTx interrupt; servers that fix this themselves (patch 0020 for
+ * x-vfio-user-server) only make it find the pin asserted already.
+ */
+static void vfio_user_intx_recheck(VFIODevice *vbasedev)
+{
+    VFIOPCIDevice *vdev = container_of(vbasedev, VFIOPCIDevice, vbasedev);
+    uint16_t status;
+
+    if (vfio_user_region_read(vbasedev, VFIO_PCI_CONFIG_REGION_INDEX,
+                              PCI_STATUS, sizeof(status), &status) < 0) {
+        return;
+    }
+    if ((le16_to_cpu(status) & PCI_STATUS_INTERRUPT) &&
+        le16_to_cpu(status) != 0xffff && !vdev->intx.pending) {
+        trace_vfio_user_intx_recheck(vbasedev->name);
+        event_notifier_set(&vdev->intx.interrupt);
+    }
+}
+
+/*
+ * A server lost on the way (now or in the middle) has nothing left to set
+ * up or tear down: not an error of its own (the loss is reported once).
+ */
+static int vfio_user_set_irqs(VFIODevice *vbasedev, struct vfio_irq_set *set)
+{
+    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
+    int ret;
+
+    if (vfio_user_server_lost(vbasedev)) {
+        /* An attempt restoring them must do it again */
+        udev->reconnect_dirty = true;
+        return 0;
+    }
+    ret = vfio_user_set_irqs_msgs(vbasedev, set);
+    if (!ret && set->index == VFIO_PCI_INTX_IRQ_INDEX &&
+        set->flags == (VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK)) {
+        vfio_user_intx_recheck(vbasedev);
+    }
+    return ret < 0 && vfio_user_server_lost(vbasedev) ? 0 : ret;
 }
 
 static int vfio_user_device_reset(VFIODevice *vbasedev)

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-# nvme served over vfio-user while its server is killed and started
-# again (by the host, test-guest-nvme-reconnect): a loop of O_DIRECT
-# writes and verified reads must complete with every checksum matching
-# and no I/O error; the driver recovers by itself (its I/O timeout, then
-# a controller reset).
+# nvme served over vfio-user: a loop of O_DIRECT writes and verified
+# reads (vfu.passes=N passes of 32 MiB, 6 by default) must complete with
+# every checksum matching and no I/O error.  The host may kill and
+# restart the server meanwhile (test-guest-nvme-reconnect): the driver
+# recovers by itself (its I/O timeout, then a controller reset).
 d=$(pci_find 1b36 0010) || { echo "no nvme device"; return 1; }
 i=0
 while [ ! -b /dev/nvme0n1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
