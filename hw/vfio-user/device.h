@@ -65,6 +65,9 @@ struct VFIOUserPCIDevice {
     uint8_t ids[VFIO_USER_ID_BYTES];
 };
 
+/* Can vfio-user use @addr (a UNIX socket: a path or an fd)? */
+bool vfio_user_pci_socket_usable(SocketAddress *addr, Error **errp);
+
 /* hw/vfio-user/reconnect.c */
 int vfio_user_pci_read_ids(VFIOUserPCIDevice *udev, uint8_t *ids);
 void vfio_user_pci_disconnected(VFIOUserPCIDevice *udev, const Error *err);

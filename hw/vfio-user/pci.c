@@ -476,6 +476,18 @@ static SocketAddress *vfio_user_parse_socket(const char *str, Error **errp)
     return addr;
 }
 
+bool vfio_user_pci_socket_usable(SocketAddress *addr, Error **errp)
+{
+    if (addr->type != SOCKET_ADDRESS_TYPE_UNIX &&
+        addr->type != SOCKET_ADDRESS_TYPE_FD) {
+        error_setg(errp, "socket: vfio-user needs a UNIX socket (a path or "
+                   "an fd), not type '%s'",
+                   SocketAddressType_str(addr->type));
+        return false;
+    }
+    return true;
+}
+
 static void vfio_user_pci_get_socket(Object *obj, Visitor *v,
                                      const char *name, void *opaque,
                                      Error **errp)
@@ -526,11 +538,7 @@ static void vfio_user_pci_set_socket(Object *obj, Visitor *v,
     if (!ok) {
         return;
     }
-    if (addr->type != SOCKET_ADDRESS_TYPE_UNIX &&
-        addr->type != SOCKET_ADDRESS_TYPE_FD) {
-        error_setg(errp, "socket: vfio-user needs a UNIX socket (a path or "
-                   "an fd), not type '%s'",
-                   SocketAddressType_str(addr->type));
+    if (!vfio_user_pci_socket_usable(addr, errp)) {
         return;
     }
     qapi_free_SocketAddress(udev->socket);

@@ -531,11 +531,7 @@ void coroutine_fn qmp_x_vfio_user_reconnect(const char *id,
                    "try again", id);
         return;
     }
-    if (socket->type != SOCKET_ADDRESS_TYPE_UNIX &&
-        socket->type != SOCKET_ADDRESS_TYPE_FD) {
-        error_setg(errp, "socket: vfio-user needs a UNIX socket (a path or "
-                   "an fd), not type '%s'",
-                   SocketAddressType_str(socket->type));
+    if (!vfio_user_pci_socket_usable(socket, errp)) {
         return;
     }
     if (udev->reconnect_timer) {
