@@ -17,6 +17,22 @@
 #define VFIO_USER_ID_BYTES              0x30
 OBJECT_DECLARE_SIMPLE_TYPE(VFIOUserPCIDevice, VFIO_USER_PCI)
 
+/*
+ * Bounds on what a server may report.  VFIO PCI devices have 9 regions
+ * and 5 interrupt indexes; device-specific regions and interrupts come on
+ * top.  A PCI function has at most 2048 MSI-X vectors.
+ */
+#define VFIO_USER_MAX_REGIONS           64
+#define VFIO_USER_MAX_IRQS              16
+#define VFIO_USER_MAX_IRQ_COUNT         2048
+/* File descriptors a region info reply may carry (one per sparse area) */
+#define VFIO_USER_MAX_REGION_FDS        16
+/* The largest ROM and other region a server may report */
+#define VFIO_USER_MAX_ROM_SIZE          (16 * MiB)
+#define VFIO_USER_MAX_REGION_SIZE       (1ULL << 40)
+/* The largest region info (with its capabilities) we accept. */
+#define VFIO_USER_MAX_REGION_INFO       4096
+
 struct VFIOUserPCIDevice {
     VFIOPCIDevice parent_obj;
 
@@ -63,6 +79,8 @@ struct VFIOUserPCIDevice {
     char *refusal;
     /* The server's config header at realize: what identifies the device */
     uint8_t ids[VFIO_USER_ID_BYTES];
+    /* Its interrupt indexes' counts at realize (-1: not reported) */
+    int64_t irq_counts[VFIO_USER_MAX_IRQS];
 };
 
 /* Can vfio-user use @addr (a UNIX socket: a path or an fd)? */
@@ -70,6 +88,7 @@ bool vfio_user_pci_socket_usable(SocketAddress *addr, Error **errp);
 
 /* hw/vfio-user/reconnect.c */
 int vfio_user_pci_read_ids(VFIOUserPCIDevice *udev, uint8_t *ids);
+void vfio_user_pci_read_irq_counts(VFIOUserPCIDevice *udev, int64_t *counts);
 void vfio_user_pci_disconnected(VFIOUserPCIDevice *udev, const Error *err);
 void vfio_user_pci_schedule_reconnect(VFIOUserPCIDevice *udev);
 void vfio_user_pci_cancel_reconnect(VFIOUserPCIDevice *udev, bool wait);
@@ -81,21 +100,5 @@ static inline VFIOUserPCIDevice *vfio_user_pci_from_vbasedev(VFIODevice *vbd)
 {
     return container_of(vbd, VFIOUserPCIDevice, parent_obj.vbasedev);
 }
-
-/*
- * Bounds on what a server may report.  VFIO PCI devices have 9 regions
- * and 5 interrupt indexes; device-specific regions and interrupts come on
- * top.  A PCI function has at most 2048 MSI-X vectors.
- */
-#define VFIO_USER_MAX_REGIONS           64
-#define VFIO_USER_MAX_IRQS              16
-#define VFIO_USER_MAX_IRQ_COUNT         2048
-/* File descriptors a region info reply may carry (one per sparse area) */
-#define VFIO_USER_MAX_REGION_FDS        16
-/* The largest ROM and other region a server may report */
-#define VFIO_USER_MAX_ROM_SIZE          (16 * MiB)
-#define VFIO_USER_MAX_REGION_SIZE       (1ULL << 40)
-/* The largest region info (with its capabilities) we accept. */
-#define VFIO_USER_MAX_REGION_INFO       4096
 
 #endif /* HW_VFIO_USER_DEVICE_H */

@@ -291,6 +291,8 @@ static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
         error_setg(errp, "cannot read the config space");
         goto error;
     }
+    /* What a reconnect compares, with the IDs */
+    vfio_user_pci_read_irq_counts(udev, udev->irq_counts);
     if (!vfio_pci_config_setup(vdev, errp)) {
         goto error;
     }

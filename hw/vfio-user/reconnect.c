@@ -66,6 +66,23 @@ int vfio_user_pci_read_ids(VFIOUserPCIDevice *udev, uint8_t *ids)
     return ret < 0 ? ret : 0;
 }
 
+/* The count of each interrupt index the server reports, or -1. */
+void vfio_user_pci_read_irq_counts(VFIOUserPCIDevice *udev, int64_t *counts)
+{
+    VFIODevice *vbasedev = &udev->parent_obj.vbasedev;
+    int i;
+
+    for (i = 0; i < VFIO_USER_MAX_IRQS; i++) {
+        struct vfio_irq_info info = { .argsz = sizeof(info), .index = i };
+
+        counts[i] = -1;
+        if (i < vbasedev->num_irqs &&
+            vbasedev->io_ops->get_irq_info(vbasedev, &info) == 0) {
+            counts[i] = info.count;
+        }
+    }
+}
+
 /* Does the guest reach part of region @index directly (mmap-ed)? */
 static bool vfio_user_pci_region_mapped(VFIOUserPCIDevice *udev, int index)
 {
@@ -97,6 +114,7 @@ static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
     VFIODevice *vbasedev = &udev->parent_obj.vbasedev;
     const VFIODeviceIOOps *ops = vbasedev->io_ops;
     struct vfio_device_info info = { .argsz = sizeof(info) };
+    int64_t counts[VFIO_USER_MAX_IRQS];
     uint8_t ids[VFIO_USER_ID_BYTES];
     int i, ret;
 
@@ -144,6 +162,15 @@ static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
             error_setg(errp, "region %d is mapped into the guest from the "
                        "server's memory: a device with mmap-ed regions "
                        "cannot be reconnected", i);
+            return false;
+        }
+    }
+    vfio_user_pci_read_irq_counts(udev, counts);
+    for (i = 0; i < VFIO_USER_MAX_IRQS; i++) {
+        if (counts[i] != udev->irq_counts[i]) {
+            error_setg(errp, "a different device: interrupt index %d has "
+                       "%" PRId64 " vectors instead of %" PRId64, i,
+                       counts[i], udev->irq_counts[i]);
             return false;
         }
     }
