@@ -334,20 +334,25 @@ static void vfio_user_pci_attempt_expired(void *opaque)
     }
 }
 
+/* Fire *@timer (made on first use, with @cb) @ms milliseconds from now. */
+static void vfio_user_pci_timer_in(VFIOUserPCIDevice *udev, QEMUTimer **timer,
+                                   QEMUTimerCB *cb, int64_t ms)
+{
+    if (!*timer) {
+        *timer = timer_new_ms(QEMU_CLOCK_REALTIME, cb, udev);
+    }
+    timer_mod(*timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + ms);
+}
+
 static void vfio_user_pci_arm_attempt_timer(VFIOUserPCIDevice *udev)
 {
     uint32_t timeout_ms = vfio_user_proxy_timeout(udev->proxy);
 
-    if (!timeout_ms) {
-        return;
+    if (timeout_ms) {
+        vfio_user_pci_timer_in(udev, &udev->attempt_timer,
+                               vfio_user_pci_attempt_expired,
+                               4LL * timeout_ms);
     }
-    if (!udev->attempt_timer) {
-        udev->attempt_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
-                                           vfio_user_pci_attempt_expired,
-                                           udev);
-    }
-    timer_mod(udev->attempt_timer,
-              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + 4LL * timeout_ms);
 }
 
 /*
@@ -486,13 +491,8 @@ void vfio_user_pci_schedule_reconnect(VFIOUserPCIDevice *udev)
         udev->socket->type != SOCKET_ADDRESS_TYPE_UNIX) {
         return;
     }
-    if (!udev->reconnect_timer) {
-        udev->reconnect_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
-                                             vfio_user_pci_reconnect_timer,
-                                             udev);
-    }
-    timer_mod(udev->reconnect_timer,
-              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + udev->reconnect_ms);
+    vfio_user_pci_timer_in(udev, &udev->reconnect_timer,
+                           vfio_user_pci_reconnect_timer, udev->reconnect_ms);
 }
 
 void vfio_user_pci_disconnected(VFIOUserPCIDevice *udev, const Error *err)
