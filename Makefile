@@ -48,6 +48,7 @@ build: setup
 	    grep -B2 -A12 -m3 -E 'error|FAILED' $(BUILD)/ninja.log; \
 	    echo "build failed: see build/ninja.log"; exit 1; }
 	@tail -n 1 $(BUILD)/ninja.log
+	@$(TOP)/tests/vfio-user/peers/build-libvfio-user $(TOP)
 
 check-patches:
 	@$(TOP)/scripts/tree check
