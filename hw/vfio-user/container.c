@@ -52,6 +52,8 @@ typedef struct VFIOUserMap {
     uint64_t size;
     void *vaddr;
     bool readonly;
+    /* Sent with the RAM's fd: the server may write it without a message */
+    bool with_fd;
     /* Tells this map from a later one of the same range */
     uint64_t seq;
     /* Sent to the current server (else a replay sends it) */
@@ -448,7 +450,22 @@ static int vfio_user_dma_map(const VFIOContainerBase *bcontainer,
     op = vfio_user_dma_map_op(iova, size, vaddr, readonly);
     op->seq = seq;
     QLIST_FIRST(&c->map_list)->on_server = !c->offline;
+    QLIST_FIRST(&c->map_list)->with_fd = op->mr != NULL;
     return vfio_user_dma_send(c, op);
+}
+
+bool vfio_user_container_direct_write(VFIOUserContainer *c, hwaddr iova,
+                                      uint64_t size)
+{
+    VFIOUserMap *m;
+
+    QLIST_FOREACH(m, &c->map_list, next) {
+        if (m->with_fd && !m->readonly && iova < m->iova + m->size &&
+            m->iova < iova + size) {
+            return true;
+        }
+    }
+    return false;
 }
 
 void vfio_user_container_set_offline(VFIOUserContainer *c)
@@ -625,6 +642,8 @@ static bool vfio_user_attach_device(const char *name, VFIODevice *vbasedev,
     bcontainer = &c->bcontainer;
     bcontainer->pgsizes = caps->pgsizes;
     bcontainer->dma_max_mappings = MIN(caps->max_dma_maps, UINT_MAX);
+    /* Coarse: see vfio_user_query_dirty_bitmap() */
+    bcontainer->dirty_pages_supported = true;
     vfio_address_space_insert(space, bcontainer);
 
     vbasedev->bcontainer = bcontainer;
@@ -689,6 +708,34 @@ static void vfio_user_detach_device(VFIODevice *vbasedev)
     vfio_user_detach_device_common(vbasedev);
 }
 
+/*
+ * Dirty tracking for a server without DMA logging: the server may have
+ * written to any guest memory it has mapped, without our knowledge, so
+ * all of it counts as dirty.  hw/vfio asks only in stop-and-copy for such
+ * a device (pre_copy_dirty_page_tracking is off), so the memory is sent
+ * again once, during the downtime.  A server with DMA logging is asked
+ * for its log instead (the device's dirty tracking), not this.
+ */
+static int vfio_user_set_dirty_page_tracking(const VFIOContainerBase *bcontainer,
+                                             bool start, Error **errp)
+{
+    return 0;
+}
+
+static int vfio_user_query_dirty_bitmap(const VFIOContainerBase *bcontainer,
+                                        VFIOBitmap *vbmap, hwaddr iova,
+                                        hwaddr size, Error **errp)
+{
+    const VFIOUserContainer *c = container_of(bcontainer, VFIOUserContainer,
+                                              bcontainer);
+
+    if (!c->udev->no_dirty_tracking) {
+        bitmap_set(vbmap->bitmap, 0, vbmap->pages);
+        trace_vfio_user_dirty_all(iova, size);
+    }
+    return 0;
+}
+
 static void vfio_iommu_user_class_init(ObjectClass *klass, void *data)
 {
     VFIOIOMMUClass *vioc = VFIO_IOMMU_CLASS(klass);
@@ -699,6 +746,8 @@ static void vfio_iommu_user_class_init(ObjectClass *klass, void *data)
     vioc->detach_device = vfio_user_detach_device;
     vioc->listener_begin = vfio_user_listener_begin;
     vioc->listener_commit = vfio_user_listener_commit;
+    vioc->set_dirty_page_tracking = vfio_user_set_dirty_page_tracking;
+    vioc->query_dirty_bitmap = vfio_user_query_dirty_bitmap;
 }
 
 static const TypeInfo vfio_iommu_user_info = {

@@ -28,6 +28,14 @@ int vfio_user_container_dma_rw(VFIOUserContainer *c, uint64_t addr,
  */
 void vfio_user_container_drain(VFIOUserContainer *c);
 
+/*
+ * Could the server write to guest memory in [@iova, @iova + @size)
+ * without a message (a writable map sent with its RAM's fd)?  Only such
+ * writes need the server's dirty log: QEMU sees the DMA_WRITE messages.
+ */
+bool vfio_user_container_direct_write(VFIOUserContainer *c, hwaddr iova,
+                                      uint64_t size);
+
 /* Are map or unmap messages queued, not sent yet? */
 bool vfio_user_container_queued(VFIOUserContainer *c);
 

@@ -47,7 +47,7 @@ static int vfio_user_call(VFIODevice *vbasedev, VFIOUserHdr *msg,
      * transaction of more than 64 maps queues any).
      */
     if (udev->container && vfio_user_container_queued(udev->container) &&
-        !qemu_in_coroutine()) {
+        !qemu_in_coroutine() && bql_locked()) {
         vfio_user_container_drain(udev->container);
     }
 
@@ -653,16 +653,323 @@ static int vfio_user_device_reset(VFIODevice *vbasedev)
     VFIOUserHdr msg;
 
     if (vfio_user_server_lost(vbasedev)) {
-        return -ENOTCONN;
+        /* A device off the bus: a reconnect restores it from scratch */
+        return 0;
     }
     vfio_user_msg_init(&msg, VFIO_USER_DEVICE_RESET, sizeof(msg));
     return vfio_user_call(vbasedev, &msg, NULL, sizeof(msg), 0);
 }
 
+/* The argsz and flags in front of a DEVICE_FEATURE's data */
+#define FEATURE_HDR     (sizeof(VFIOUserDeviceFeature) - sizeof(VFIOUserHdr))
+
+/*
+ * DEVICE_FEATURE @flags with @in_len bytes of data @in; the reply's first
+ * @out_len bytes of data go to @out.  A SET or PROBE reply repeats the
+ * request, a GET reply carries the feature's data.
+ */
+static int vfio_user_feature_msg(VFIODevice *vbasedev, uint32_t flags,
+                                 const void *in, uint32_t in_len,
+                                 void *out, uint32_t out_len)
+{
+    uint32_t room = MAX(in_len, out_len);
+    size_t size = sizeof(VFIOUserDeviceFeature) + room;
+    g_autofree VFIOUserDeviceFeature *msg = g_malloc0(size);
+    int ret;
+
+    vfio_user_msg_init(&msg->hdr, VFIO_USER_DEVICE_FEATURE,
+                       sizeof(*msg) + in_len);
+    msg->argsz = cpu_to_le32(FEATURE_HDR + room);
+    msg->flags = cpu_to_le32(flags);
+    if (in_len) {
+        memcpy(msg->data, in, in_len);
+    }
+    ret = vfio_user_call(vbasedev, &msg->hdr, NULL, size, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    if (reply_len(&msg->hdr) < FEATURE_HDR + out_len) {
+        trace_vfio_user_bad_reply(vbasedev->name, "device feature",
+                                  flags & VFIO_DEVICE_FEATURE_MASK);
+        return -EINVAL;
+    }
+    if (out_len) {
+        memcpy(out, msg->data, out_len);
+    }
+    return 0;
+}
+
+/*
+ * VFIO_DEVICE_FEATURE_DMA_LOGGING_START: the kernel's control passes its
+ * ranges by address, the message carries them.
+ */
+static int vfio_user_dma_logging_start(VFIODevice *vbasedev, uint32_t flags,
+                                       struct vfio_device_feature *feature)
+{
+    struct vfio_device_feature_dma_logging_control *ctl = (void *)feature->data;
+    struct vfio_device_feature_dma_logging_range *ranges =
+        (void *)(uintptr_t)ctl->ranges;
+    g_autofree VFIOUserDMALoggingControl *msg = NULL;
+    uint32_t i, len;
+
+    if (feature->argsz < sizeof(*feature) + sizeof(*ctl) ||
+        ctl->num_ranges > 64) {
+        return -EINVAL;
+    }
+    len = sizeof(*msg) + ctl->num_ranges * sizeof(msg->ranges[0]);
+    msg = g_malloc0(len);
+    msg->page_size = cpu_to_le64(ctl->page_size);
+    msg->num_ranges = cpu_to_le32(ctl->num_ranges);
+    for (i = 0; i < ctl->num_ranges; i++) {
+        msg->ranges[i].iova = cpu_to_le64(ranges[i].iova);
+        msg->ranges[i].length = cpu_to_le64(ranges[i].length);
+    }
+    return vfio_user_feature_msg(vbasedev, flags, msg, len, NULL, 0);
+}
+
+/*
+ * VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT: the kernel writes the bitmap
+ * at an address, the reply carries it.  A report larger than one
+ * transfer is asked for in parts of whole 64-bit words of bitmap.
+ */
+static int vfio_user_dma_logging_report(VFIODevice *vbasedev, uint32_t flags,
+                                        struct vfio_device_feature *feature)
+{
+    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
+    struct vfio_device_feature_dma_logging_report *rep = (void *)feature->data;
+    uint8_t *bitmap = (void *)(uintptr_t)rep->bitmap;
+    uint64_t pgsize = rep->page_size, pages, done, chunk_pages;
+    g_autofree uint8_t *reply = NULL;
+    VFIOUserDMALoggingReport req, *out;
+    uint32_t max = vfio_user_xfer_max(vbasedev);
+    int ret;
+
+    if (feature->argsz < sizeof(*feature) + sizeof(*rep) || !pgsize ||
+        !is_power_of_2(pgsize) || !rep->length ||
+        rep->length % pgsize || !bitmap) {
+        return -EINVAL;
+    }
+    pages = rep->length / pgsize;
+    if (!udev->container ||
+        !vfio_user_container_direct_write(udev->container, rep->iova,
+                                          rep->length)) {
+        /* Memory the server cannot write but by messages: none dirty */
+        memset(bitmap, 0, DIV_ROUND_UP(pages, 64) * 8);
+        return 0;
+    }
+    chunk_pages = MAX(64, (uint64_t)max * 8 / 64 * 64);
+    reply = g_malloc(sizeof(*out) + MIN(pages, chunk_pages) / 8 + 8);
+    out = (VFIOUserDMALoggingReport *)reply;
+    for (done = 0; done < pages; done += chunk_pages) {
+        uint64_t n = MIN(pages - done, chunk_pages);
+        uint32_t bytes = DIV_ROUND_UP(n, 64) * 8;
+
+        req.iova = cpu_to_le64(rep->iova + done * pgsize);
+        req.length = cpu_to_le64(n * pgsize);
+        req.page_size = cpu_to_le64(pgsize);
+        ret = vfio_user_feature_msg(vbasedev, flags, &req, sizeof(req), out,
+                                    sizeof(*out) + bytes);
+        if (ret < 0) {
+            return ret;
+        }
+        if (le64_to_cpu(out->iova) != rep->iova + done * pgsize ||
+            le64_to_cpu(out->length) != n * pgsize ||
+            le64_to_cpu(out->page_size) != pgsize) {
+            trace_vfio_user_bad_reply(vbasedev->name, "DMA logging report",
+                                      0);
+            return -EINVAL;
+        }
+        memcpy(bitmap + done / 8, out->bitmap, bytes);
+    }
+    trace_vfio_user_dma_logging_report(vbasedev->name, rep->iova,
+                                       rep->length);
+    return 0;
+}
+
+/*
+ * VFIO_DEVICE_FEATURE as DEVICE_FEATURE messages, for hw/vfio's migration
+ * and dirty tracking.  The features of the kernel's uAPI that vfio-user
+ * carries are translated; others are not passed (-ENOTTY).
+ */
 static int vfio_user_device_feature(VFIODevice *vbasedev,
                                     struct vfio_device_feature *feature)
 {
-    return -ENOTTY;
+    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
+    uint32_t flags = feature->flags;
+    uint32_t index = flags & VFIO_DEVICE_FEATURE_MASK;
+    uint32_t op = flags & ~VFIO_DEVICE_FEATURE_MASK;
+    struct vfio_device_feature_mig_state *state = (void *)feature->data;
+    struct vfio_device_feature_mig_data_size *dsize = (void *)feature->data;
+    uint64_t *mig_flags = (uint64_t *)feature->data;
+    uint32_t data_len = feature->argsz - MIN(feature->argsz, sizeof(*feature));
+    uint64_t val;
+    uint32_t st[2];
+    int ret;
+
+    if (!udev->migratable) {
+        /* The server did not offer migration in VERSION */
+        return -ENOTTY;
+    }
+    if (vfio_user_server_lost(vbasedev)) {
+        /*
+         * Like a write to a device off the bus, a state change passes
+         * (the source goes back to RUNNING after a failed migration);
+         * whatever needs the device's data fails.
+         */
+        if (op == VFIO_DEVICE_FEATURE_SET &&
+            index == VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE) {
+            state->data_fd = -1;
+            return 0;
+        }
+        return op == VFIO_DEVICE_FEATURE_SET &&
+               index == VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP ? 0 : -ENOTCONN;
+    }
+    if (op & VFIO_DEVICE_FEATURE_PROBE) {
+        return vfio_user_feature_msg(vbasedev, flags, NULL, 0, NULL, 0);
+    }
+
+    switch (index) {
+    case VFIO_DEVICE_FEATURE_MIGRATION:
+        if (op != VFIO_DEVICE_FEATURE_GET || data_len < sizeof(val)) {
+            return -EINVAL;
+        }
+        ret = vfio_user_feature_msg(vbasedev, flags, NULL, 0, &val,
+                                    sizeof(val));
+        if (!ret) {
+            *mig_flags = le64_to_cpu(val);
+        }
+        return ret;
+    case VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE:
+        if (data_len < sizeof(*state)) {
+            return -EINVAL;
+        }
+        if (op == VFIO_DEVICE_FEATURE_SET) {
+            st[0] = cpu_to_le32(state->device_state);
+            st[1] = cpu_to_le32(UINT32_MAX);
+            ret = vfio_user_feature_msg(vbasedev, flags, st, sizeof(st),
+                                        NULL, 0);
+            if (!ret) {
+                /* The data moves by MIG_DATA_READ/WRITE, not by an fd */
+                state->data_fd = -1;
+                udev->mig_data_read = 0;
+                trace_vfio_user_mig_state(vbasedev->name,
+                                          state->device_state);
+            }
+            return ret;
+        }
+        ret = vfio_user_feature_msg(vbasedev, flags, NULL, 0, st, sizeof(st));
+        if (!ret) {
+            state->device_state = le32_to_cpu(st[0]);
+            state->data_fd = -1;
+        }
+        return ret;
+    case VFIO_DEVICE_FEATURE_MIG_DATA_SIZE:
+        if (op != VFIO_DEVICE_FEATURE_GET || data_len < sizeof(*dsize)) {
+            return -EINVAL;
+        }
+        ret = vfio_user_feature_msg(vbasedev, flags, NULL, 0, &val,
+                                    sizeof(val));
+        if (ret == -ENOTCONN || ret == -ETIMEDOUT) {
+            return ret;
+        }
+        /*
+         * Servers without it (libvfio-user): the data read in this phase
+         * so far is the best guess of what stop-and-copy sends, with a
+         * floor that keeps hw/vfio's read buffer useful.
+         */
+        dsize->stop_copy_length = ret ? MAX(udev->mig_data_read,
+                                            VFIO_USER_MIG_DATA_MIN_ESTIMATE) :
+                                        le64_to_cpu(val);
+        return 0;
+    case VFIO_DEVICE_FEATURE_DMA_LOGGING_START:
+        if (op != VFIO_DEVICE_FEATURE_SET) {
+            return -EINVAL;
+        }
+        ret = vfio_user_dma_logging_start(vbasedev, flags, feature);
+        trace_vfio_user_dma_logging(vbasedev->name, true, ret);
+        return ret;
+    case VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP:
+        if (op != VFIO_DEVICE_FEATURE_SET) {
+            return -EINVAL;
+        }
+        ret = vfio_user_feature_msg(vbasedev, flags, NULL, 0, NULL, 0);
+        trace_vfio_user_dma_logging(vbasedev->name, false, ret);
+        return ret;
+    case VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT:
+        if (op != VFIO_DEVICE_FEATURE_GET) {
+            return -EINVAL;
+        }
+        return vfio_user_dma_logging_report(vbasedev, flags, feature);
+    default:
+        return -ENOTTY;
+    }
+}
+
+/*
+ * MIG_DATA_READ: at most one transfer's worth; a reply shorter than asked
+ * means the device has no more data for now (the caller reads again in
+ * the next phase or iteration).
+ */
+static ssize_t vfio_user_mig_data_read(VFIODevice *vbasedev, void *buf,
+                                       size_t size)
+{
+    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
+    uint32_t count = MIN(size, vfio_user_xfer_max(vbasedev));
+    g_autofree VFIOUserMigData *msg = g_malloc0(sizeof(*msg) + count);
+    uint32_t got;
+    int ret;
+
+    if (vfio_user_server_lost(vbasedev)) {
+        return -ENOTCONN;
+    }
+    vfio_user_msg_init(&msg->hdr, VFIO_USER_MIG_DATA_READ, sizeof(*msg));
+    msg->argsz = cpu_to_le32(sizeof(*msg) - sizeof(msg->hdr) + count);
+    msg->size = cpu_to_le32(count);
+    ret = vfio_user_call(vbasedev, &msg->hdr, NULL, sizeof(*msg) + count, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    /* libvfio-user pads its reply to the size asked for */
+    got = le32_to_cpu(msg->size);
+    if (got > count ||
+        reply_len(&msg->hdr) < sizeof(*msg) - sizeof(msg->hdr) + got) {
+        trace_vfio_user_bad_reply(vbasedev->name, "migration data read", 0);
+        return -EINVAL;
+    }
+    memcpy(buf, msg->data, got);
+    udev->mig_data_read += got;
+    trace_vfio_user_mig_data(vbasedev->name, false, count, got);
+    return got;
+}
+
+/* MIG_DATA_WRITE: all of @buf, in transfers of at most max_data_xfer_size */
+static ssize_t vfio_user_mig_data_write(VFIODevice *vbasedev, const void *buf,
+                                        size_t size)
+{
+    uint32_t max = vfio_user_xfer_max(vbasedev);
+    g_autofree VFIOUserMigData *msg = g_malloc0(sizeof(*msg) +
+                                                MIN(size, max));
+    size_t done;
+    uint32_t count;
+    int ret;
+
+    if (vfio_user_server_lost(vbasedev)) {
+        return -ENOTCONN;
+    }
+    for (done = 0; done < size; done += count) {
+        count = MIN(size - done, max);
+        vfio_user_msg_init(&msg->hdr, VFIO_USER_MIG_DATA_WRITE,
+                           sizeof(*msg) + count);
+        msg->argsz = cpu_to_le32(sizeof(*msg) - sizeof(msg->hdr) + count);
+        msg->size = cpu_to_le32(count);
+        memcpy(msg->data, (const uint8_t *)buf + done, count);
+        ret = vfio_user_call(vbasedev, &msg->hdr, NULL, sizeof(*msg), 0);
+        if (ret < 0) {
+            return done ? done : ret;
+        }
+        trace_vfio_user_mig_data(vbasedev->name, true, count, count);
+    }
+    return size;
 }
 
 const VFIODeviceIOOps vfio_user_device_io_ops = {
@@ -674,4 +981,6 @@ const VFIODeviceIOOps vfio_user_device_io_ops = {
     .region_write = vfio_user_region_write,
     .device_reset = vfio_user_device_reset,
     .device_feature = vfio_user_device_feature,
+    .mig_data_read = vfio_user_mig_data_read,
+    .mig_data_write = vfio_user_mig_data_write,
 };

@@ -39,13 +39,13 @@ struct VFIOUserPCIDevice {
     /* Properties */
     SocketAddress *socket;
     uint32_t msg_timeout;
+    bool no_dirty_tracking;
     bool no_posted_writes;
     uint32_t class_code;
     uint32_t reconnect_ms;
 
     VFIOProxy *proxy;
     struct VFIOUserContainer *container;
-    Error *migration_blocker;
     /*
      * The server is gone: reads return all ones and writes are dropped
      * until the device reconnects (hw/vfio-user/reconnect.c) or is
@@ -81,7 +81,22 @@ struct VFIOUserPCIDevice {
     uint8_t ids[VFIO_USER_ID_BYTES];
     /* Its interrupt indexes' counts at realize (-1: not reported) */
     int64_t irq_counts[VFIO_USER_MAX_IRQS];
+
+    /* Migration (docs/devel/vfio-user.rst) */
+    OnOffAuto enable_migration;
+    /* The server offered migration in VERSION: DEVICE_FEATURE passes */
+    bool migratable;
+    /* Migration data read since the last device state change */
+    uint64_t mig_data_read;
+    /* How the guest memory the server writes is tracked (trace, HMP) */
+    const char *dirty_mode;
 };
+
+/*
+ * What a server that cannot tell its stop-and-copy size is assumed to
+ * send at least (hw/vfio also sizes its read buffer by it).
+ */
+#define VFIO_USER_MIG_DATA_MIN_ESTIMATE (64 * KiB)
 
 /* Can vfio-user use @addr (a UNIX socket: a path or an fd)? */
 bool vfio_user_pci_socket_usable(SocketAddress *addr, Error **errp);

@@ -248,6 +248,93 @@ static bool vfio_user_pci_connect(VFIOUserPCIDevice *udev, Error **errp)
     return vfio_user_proxy_connect(udev->proxy, addr, errp) == 0;
 }
 
+/* A migration blocker naming the device and why it cannot migrate */
+static bool vfio_user_pci_block_migration(VFIOUserPCIDevice *udev,
+                                          const char *why, Error **errp)
+{
+    VFIODevice *vbasedev = &udev->parent_obj.vbasedev;
+
+    if (udev->enable_migration == ON_OFF_AUTO_ON) {
+        error_setg(errp, "enable-migration=on: %s", why);
+        return false;
+    }
+    error_setg(&vbasedev->migration_blocker, "vfio-user-pci %s: %s",
+               vbasedev->name, why);
+    return migrate_add_blocker_normal(&vbasedev->migration_blocker,
+                                      errp) >= 0;
+}
+
+/*
+ * Migration goes through hw/vfio's (the kernel's VFIO migration v2 state
+ * machine), carried by DEVICE_FEATURE and MIG_DATA_READ/WRITE.  Dirty
+ * tracking: the server's DMA logging when it has it, else the container
+ * counts all guest memory the server has mapped as dirty at the end
+ * (hw/vfio-user/container.c).
+ */
+static bool vfio_user_pci_migration_setup(VFIOUserPCIDevice *udev,
+                                          Error **errp)
+{
+    VFIODevice *vbasedev = &udev->parent_obj.vbasedev;
+    uint64_t buf[2] = { };
+    struct vfio_device_feature *feature = (void *)buf;
+    const char *mode;
+    int ret;
+
+    if (udev->enable_migration == ON_OFF_AUTO_OFF) {
+        return vfio_user_pci_block_migration(udev,
+                   "migration is disabled (enable-migration=off)", errp);
+    }
+    if (!vfio_user_proxy_caps(udev->proxy)->migration) {
+        return vfio_user_pci_block_migration(udev,
+                   "the server does not support migration (no \"migration\" "
+                   "capability in its VERSION reply)", errp);
+    }
+    udev->migratable = true;
+    feature->argsz = sizeof(buf);
+    feature->flags = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_MIGRATION;
+    ret = vfio_user_device_io_ops.device_feature(vbasedev, feature);
+    if (ret) {
+        g_autofree char *why = g_strdup_printf("the server offers migration "
+            "but does not answer DEVICE_FEATURE (%s): it predates "
+            "migration v2", strerror(-ret));
+
+        udev->migratable = false;
+        return vfio_user_pci_block_migration(udev, why, errp);
+    }
+
+    vbasedev->enable_migration = udev->enable_migration;
+    /* Device state moves on the main loop's proxy, not multifd threads */
+    if (vbasedev->migration_multifd_transfer == ON_OFF_AUTO_ON) {
+        error_setg(errp, "x-migration-multifd-transfer=on is not supported");
+        return false;
+    }
+    vbasedev->migration_multifd_transfer = ON_OFF_AUTO_OFF;
+    /*
+     * Without DMA logging the container reports all mapped memory dirty:
+     * once, in stop-and-copy, rather than at every pre-copy pass.
+     */
+    vbasedev->iommu_dirty_tracking = true;
+    if (!vfio_migration_realize(vbasedev, errp)) {
+        return false;
+    }
+    if (!vbasedev->migration) {
+        return true;        /* hw/vfio added a blocker that says why */
+    }
+    if (udev->no_dirty_tracking) {
+        mode = "none (x-no-dirty-tracking: DEBUG, loses DMA writes)";
+        vbasedev->device_dirty_page_tracking = ON_OFF_AUTO_OFF;
+    } else if (vbasedev->dirty_pages_supported &&
+               vbasedev->device_dirty_page_tracking != ON_OFF_AUTO_OFF) {
+        mode = "device (DMA logging)";
+    } else {
+        mode = "all mapped memory dirty in stop-and-copy";
+        vbasedev->pre_copy_dirty_page_tracking = ON_OFF_AUTO_OFF;
+    }
+    udev->dirty_mode = mode;
+    trace_vfio_user_migration_mode(vbasedev->name, mode);
+    return true;
+}
+
 static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
 {
     ERRP_GUARD();
@@ -312,21 +399,19 @@ static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
     if (!vfio_pci_interrupt_setup(vdev, errp)) {
         goto out_deregister;
     }
-    /* Neither its state nor what it writes to guest memory migrate yet. */
-    error_setg(&udev->migration_blocker, "vfio-user-pci %s: migration of a "
-               "vfio-user device is not supported", vbasedev->name);
-    if (migrate_add_blocker_normal(&udev->migration_blocker, errp) < 0) {
-        goto out_deregister;
+    if (!vfio_user_pci_migration_setup(udev, errp)) {
+        goto out_migration;
     }
     if (vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED) {
         error_setg(errp, "the server went away during realize");
-        migrate_del_blocker(&udev->migration_blocker);
-        goto out_deregister;
+        goto out_migration;
     }
     vfio_pci_notifiers_register(vdev);
     udev->realizing = false;
     return;
 
+out_migration:
+    vfio_migration_exit(vbasedev);
 out_deregister:
     vfio_pci_interrupt_teardown(vdev);
 out_teardown:
@@ -351,7 +436,6 @@ static void vfio_user_pci_exit(PCIDevice *pdev)
     PCIDeviceClass *base = PCI_DEVICE_CLASS(
         object_class_by_name(TYPE_VFIO_PCI_BASE));
 
-    migrate_del_blocker(&udev->migration_blocker);
     /* A loss from now on (the teardown below) is not reconnected */
     udev->unplugging = true;
     vfio_user_pci_cancel_reconnect(udev, true);
@@ -574,6 +658,10 @@ static const Property vfio_user_pci_properties[] = {
     DEFINE_PROP_UINT32("x-pci-class-code", VFIOUserPCIDevice, class_code,
                        PCI_ANY_ID),
     DEFINE_PROP_UINT32("reconnect-ms", VFIOUserPCIDevice, reconnect_ms, 0),
+    DEFINE_PROP_ON_OFF_AUTO("enable-migration", VFIOUserPCIDevice,
+                            enable_migration, ON_OFF_AUTO_AUTO),
+    DEFINE_PROP_BOOL("x-no-dirty-tracking", VFIOUserPCIDevice,
+                     no_dirty_tracking, false),
 };
 
 static void vfio_user_pci_class_init(ObjectClass *klass, void *data)
@@ -598,6 +686,13 @@ static void vfio_user_pci_class_init(ObjectClass *klass, void *data)
         "Wait for the server to complete each MMIO write (DEBUG)");
     object_class_property_set_description(klass, "x-pci-class-code",
         "Override the PCI class code (24 bits) with this value");
+    object_class_property_set_description(klass, "enable-migration",
+        "auto (the default): the device migrates if its server supports "
+        "migration, else it blocks migration; on: fail if the server does "
+        "not; off: block migration");
+    object_class_property_set_description(klass, "x-no-dirty-tracking",
+        "Do not track what the server writes to guest memory during "
+        "migration: it is lost (DEBUG, tests only)");
     object_class_property_set_description(klass, "reconnect-ms",
         "When the server is lost, try to connect to the socket path again "
         "every this many milliseconds; 0 (the default) never reconnects");

@@ -81,6 +81,8 @@ typedef struct VFIOUserVersion {
 #define VFIO_USER_CAP_MIGR              "migration"
 #define VFIO_USER_CAP_MIGR_PGSIZE       "pgsize"
 #define VFIO_USER_CAP_TWIN_SOCKET       "twin_socket"
+#define VFIO_USER_CAP_TWIN_SUPPORTED    "supported"
+#define VFIO_USER_CAP_TWIN_FD_INDEX     "fd_index"
 #define VFIO_USER_CAP_WRITE_MULTIPLE    "write_multiple"
 
 #define VFIO_USER_DEF_MAX_FDS           1
@@ -217,6 +219,30 @@ typedef struct VFIOUserDeviceFeature {
     uint32_t flags;
     uint8_t data[];
 } VFIOUserDeviceFeature;
+
+/*
+ * DEVICE_FEATURE data of VFIO_DEVICE_FEATURE_DMA_LOGGING_START (the
+ * ranges inline, not by address) and _REPORT (the bitmap inline in the
+ * reply: one bit per page, in 64-bit words).
+ */
+typedef struct VFIOUserDMALoggingRange {
+    uint64_t iova;
+    uint64_t length;
+} VFIOUserDMALoggingRange;
+
+typedef struct VFIOUserDMALoggingControl {
+    uint64_t page_size;
+    uint32_t num_ranges;
+    uint32_t reserved;
+    VFIOUserDMALoggingRange ranges[];
+} VFIOUserDMALoggingControl;
+
+typedef struct VFIOUserDMALoggingReport {
+    uint64_t iova;
+    uint64_t length;
+    uint64_t page_size;
+    uint8_t bitmap[];
+} VFIOUserDMALoggingReport;
 
 /*
  * VFIO_USER_MIG_DATA_READ request (argsz, size) and reply (argsz, size,

@@ -28,6 +28,7 @@
 #include "io/channel-socket.h"
 #include "qobject/qdict.h"
 #include "qobject/qjson.h"
+#include "qobject/qbool.h"
 #include "qobject/qnum.h"
 #include "hw/vfio-user/proxy.h"
 #include "trace.h"
@@ -92,6 +93,8 @@ typedef struct VFIOUserRequest {
     QSIMPLEQ_ENTRY(VFIOUserRequest) next;
     /* 0, or the negative errno to reply without calling the device. */
     int error;
+    /* It came on the twin socket: so does its reply. */
+    bool twin;
     /*
      * The whole message; its header in host byte order, the payload as
      * it came: little-endian and not aligned, read with ld*_le_p() at the
@@ -149,6 +152,17 @@ struct VFIOProxy {
     Coroutine *recv_co;
     /* The receiver waits for the handler to drain the request queue. */
     bool recv_paused;
+    /*
+     * The twin socket (twin_socket capability), or NULL: the server's
+     * requests and our replies to them travel on it, so that neither
+     * side's request can come between the other's request and reply.
+     * Its receiver, @twin_co, is the only reader; the request handler
+     * the only writer.  It waits with qio_channel_yield(): it is not on
+     * the path of our requests' replies.
+     */
+    QIOChannel *twin_ioc;
+    Coroutine *twin_co;
+    bool twin_paused;
     Coroutine *req_co;
     /* The handler waits for the reply to a request of its own. */
     bool req_waiting;
@@ -247,6 +261,7 @@ static void vfio_user_default_caps(VFIOUserCaps *caps)
         .max_xfer = VFIO_USER_DEF_MAX_XFER,
         .max_dma_maps = VFIO_USER_DEF_MAX_DMA_MAPS,
         .pgsizes = VFIO_USER_DEF_PGSIZES,
+        .twin_fd_index = -1,
     };
 }
 
@@ -349,6 +364,10 @@ static void vfio_user_recv_resume(VFIOProxy *proxy)
         proxy->recv_paused = false;
         aio_co_wake(proxy->recv_co);
     }
+    if (proxy->twin_paused) {
+        proxy->twin_paused = false;
+        aio_co_wake(proxy->twin_co);
+    }
 }
 
 static void vfio_user_free_request(VFIOProxy *proxy, VFIOUserRequest *req)
@@ -374,6 +393,10 @@ static void vfio_user_drop_channel(VFIOProxy *proxy, VFIOProxyState state,
     proxy->err = err;
 
     qio_channel_shutdown(proxy->ioc, QIO_CHANNEL_SHUTDOWN_BOTH, NULL);
+    if (proxy->twin_ioc) {
+        qio_channel_shutdown(proxy->twin_ioc, QIO_CHANNEL_SHUTDOWN_BOTH,
+                             NULL);
+    }
 
 restart:
     QTAILQ_FOREACH(w, &proxy->waiters, next) {
@@ -388,7 +411,7 @@ restart:
 
     while ((req = QSIMPLEQ_FIRST(&proxy->requests))) {
         QSIMPLEQ_REMOVE_HEAD(&proxy->requests, next);
-        if (!(req->msg.flags & VFIO_USER_NO_REPLY)) {
+        if (!(req->msg.flags & VFIO_USER_NO_REPLY) && !req->twin) {
             proxy->replies_due--;
         }
         vfio_user_free_request(proxy, req);
@@ -491,6 +514,38 @@ static int coroutine_fn vfio_user_co_write(VFIOProxy *proxy,
         iov_discard_front(&iov, &niov, len);
     }
     return 0;
+}
+
+/* Write a whole reply on the twin socket. */
+static int coroutine_fn vfio_user_co_write_twin(VFIOProxy *proxy,
+                                                const VFIOUserHdr *msg,
+                                                Error **errp)
+{
+    QIOChannel *ioc = QIO_CHANNEL(object_ref(proxy->twin_ioc));
+    VFIOUserHdr hdr = {
+        .id = cpu_to_le16(msg->id),
+        .command = cpu_to_le16(msg->command),
+        .size = cpu_to_le32(msg->size),
+        .flags = cpu_to_le32(msg->flags),
+        .error_reply = cpu_to_le32(msg->error_reply),
+    };
+    struct iovec iov[] = {
+        { .iov_base = &hdr, .iov_len = sizeof(hdr) },
+        { .iov_base = (void *)(msg + 1), .iov_len = msg->size - sizeof(hdr) },
+    };
+    int ret;
+
+    trace_vfio_user_send(proxy->name, msg->id,
+                         vfio_user_command_name(msg->command), msg->size,
+                         msg->flags, 0);
+    ret = qio_channel_writev_all(ioc, iov, msg->size > sizeof(hdr) ? 2 : 1,
+                                 errp);
+    if (ret < 0) {
+        error_prepend(errp, "vfio-user server %s (twin socket): ",
+                      proxy->name);
+    }
+    object_unref(ioc);
+    return ret;
 }
 
 /* @w is past its deadline. */
@@ -756,8 +811,12 @@ static int coroutine_fn vfio_user_co_read(VFIOProxy *proxy, QIOChannel *ioc,
         ret = qio_channel_readv_full(ioc, &iov, 1, done ? NULL : fds,
                                      done ? NULL : nfds, 0, errp);
         if (ret == QIO_CHANNEL_ERR_BLOCK) {
-            proxy->recv_waiting = true;
-            qemu_coroutine_yield();
+            if (ioc == proxy->twin_ioc) {
+                qio_channel_yield(ioc, G_IO_IN);
+            } else {
+                proxy->recv_waiting = true;
+                qemu_coroutine_yield();
+            }
             continue;
         }
         if (ret < 0) {
@@ -935,6 +994,7 @@ static int coroutine_fn vfio_user_co_recv_request(VFIOProxy *proxy,
 
     req = g_malloc(sizeof(*req) + len);
     req->msg = *hdr;
+    req->twin = ioc == proxy->twin_ioc;
     if (vfio_user_co_read(proxy, ioc, &req->msg + 1, len, NULL, NULL,
                           errp) < 0) {
         g_free(req);
@@ -945,7 +1005,7 @@ static int coroutine_fn vfio_user_co_recv_request(VFIOProxy *proxy,
                             vfio_user_command_name(hdr->command),
                             req->error);
 
-    if (!(hdr->flags & VFIO_USER_NO_REPLY)) {
+    if (!(hdr->flags & VFIO_USER_NO_REPLY) && !req->twin) {
         proxy->replies_due++;
     }
     proxy->nrequests++;
@@ -963,6 +1023,13 @@ static int coroutine_fn vfio_user_co_recv_request(VFIOProxy *proxy,
          */
         trace_vfio_user_recv_pause(proxy->name, proxy->nrequests,
                                    proxy->request_bytes);
+        if (req->twin) {
+            proxy->twin_paused = true;
+            while (proxy->twin_paused) {
+                qemu_coroutine_yield();
+            }
+            return 0;
+        }
         proxy->recv_paused = true;
         vfio_user_update_handler(proxy);
         while (proxy->recv_paused) {
@@ -995,8 +1062,10 @@ static int coroutine_fn vfio_user_co_recv_one(VFIOProxy *proxy,
      * with one more recvmsg() after each message: the handler is level
      * triggered, so a message already there is not missed.
      */
-    proxy->recv_waiting = true;
-    qemu_coroutine_yield();
+    if (ioc != proxy->twin_ioc) {
+        proxy->recv_waiting = true;
+        qemu_coroutine_yield();
+    }
     ret = vfio_user_co_read(proxy, ioc, &hdr, sizeof(hdr), &fds, &nfds, errp);
     if (ret <= 0) {
         vfio_user_close_fds(fds, nfds);
@@ -1036,6 +1105,9 @@ static int coroutine_fn vfio_user_co_recv_one(VFIOProxy *proxy,
     } else if (nfds > VFIO_USER_MAX_FDS) {
         vfio_user_error(proxy, errp, "%zu file descriptors in a message",
                         nfds);
+    } else if (type == VFIO_USER_REPLY && ioc == proxy->twin_ioc) {
+        vfio_user_error(proxy, errp, "%s reply on the twin socket",
+                        vfio_user_command_name(hdr.command));
     } else if (type == VFIO_USER_REPLY) {
         return vfio_user_co_recv_reply(proxy, ioc, &hdr, fds, nfds, errp);
     } else {
@@ -1063,6 +1135,24 @@ static void coroutine_fn vfio_user_recv_co(void *opaque)
     object_unref(ioc);
     proxy->recv_co = NULL;
     vfio_user_update_handler(proxy);
+}
+
+/* The twin socket's receiver: the server's requests only. */
+static void coroutine_fn vfio_user_twin_co(void *opaque)
+{
+    VFIOProxy *proxy = opaque;
+    QIOChannel *ioc = QIO_CHANNEL(object_ref(proxy->twin_ioc));
+    unsigned int gen = proxy->gen;
+    Error *err = NULL;
+
+    while (gen == proxy->gen && proxy->state == VFIO_PROXY_CONNECTED) {
+        if (vfio_user_co_recv_one(proxy, ioc, &err) < 0) {
+            vfio_user_fail(proxy, gen, err);
+            err = NULL;
+        }
+    }
+    object_unref(ioc);
+    proxy->twin_co = NULL;
 }
 
 /* Serve one request of the server and send the reply it wants. */
@@ -1111,6 +1201,14 @@ static void coroutine_fn vfio_user_co_serve(VFIOProxy *proxy,
         stq_le_p(&reply->count, count);
     }
 
+    if (req->twin) {
+        /* The handler is the twin's only writer */
+        if (vfio_user_can_send(proxy, gen, reply->hdr.command, NULL) &&
+            vfio_user_co_write_twin(proxy, &reply->hdr, &err) < 0) {
+            vfio_user_fail(proxy, gen, err);
+        }
+        return;
+    }
     qemu_co_mutex_lock(&proxy->send_lock);
     if (vfio_user_can_send(proxy, gen, reply->hdr.command, NULL) &&
         vfio_user_co_write(proxy, &reply->hdr, NULL, 0, &err) < 0) {
@@ -1128,7 +1226,7 @@ static void coroutine_fn vfio_user_req_co(void *opaque)
     while ((req = QSIMPLEQ_FIRST(&proxy->requests))) {
         QSIMPLEQ_REMOVE_HEAD(&proxy->requests, next);
         vfio_user_co_serve(proxy, req, proxy->gen);
-        if (!(req->msg.flags & VFIO_USER_NO_REPLY) &&
+        if (!(req->msg.flags & VFIO_USER_NO_REPLY) && !req->twin &&
             --proxy->replies_due == 0) {
             qemu_co_queue_restart_all(&proxy->send_gate);
         }
@@ -1145,16 +1243,22 @@ static GString *vfio_user_caps_json(void)
 {
     g_autoptr(QDict) top = qdict_new();
     QDict *caps = qdict_new();
+    QDict *migr, *twin;
 
     qdict_put_int(caps, VFIO_USER_CAP_MAX_FDS, VFIO_USER_MAX_FDS);
     qdict_put_int(caps, VFIO_USER_CAP_MAX_XFER, VFIO_USER_MAX_XFER);
     qdict_put_int(caps, VFIO_USER_CAP_MAX_DMA_MAPS,
                   VFIO_USER_DEF_MAX_DMA_MAPS);
     qdict_put_int(caps, VFIO_USER_CAP_PGSIZES, qemu_real_host_page_size());
-    /*
-     * Only what is implemented: migration and write_multiple come with
-     * the features that use them.
-     */
+    /* Migration v2: DEVICE_FEATURE, MIG_DATA_READ/WRITE */
+    migr = qdict_new();
+    qdict_put_int(migr, VFIO_USER_CAP_MIGR_PGSIZE, qemu_real_host_page_size());
+    qdict_put(caps, VFIO_USER_CAP_MIGR, migr);
+    /* The server's requests on a socket of their own */
+    twin = qdict_new();
+    qdict_put_bool(twin, VFIO_USER_CAP_TWIN_SUPPORTED, true);
+    qdict_put(caps, VFIO_USER_CAP_TWIN_SOCKET, twin);
+    /* Only what is implemented: write_multiple comes with its feature. */
     qdict_put(top, VFIO_USER_CAP, caps);
     return qobject_to_json(QOBJECT(top));
 }
@@ -1176,6 +1280,90 @@ static bool vfio_user_cap_uint(const QDictEntry *e, uint64_t min,
                    min, max);
         return false;
     }
+    return true;
+}
+
+/*
+ * "migration": {"pgsize": N}: the page size of dirty tracking, ours (the
+ * only one we proposed) if present.
+ */
+static bool vfio_user_parse_migration(const QDictEntry *e,
+                                      VFIOUserCaps *caps, Error **errp)
+{
+    QDict *migr = qobject_to(QDict, qdict_entry_value(e));
+    const QDictEntry *m;
+    uint64_t val;
+
+    if (!migr) {
+        error_setg(errp, "capability '%s' is not an object",
+                   qdict_entry_key(e));
+        return false;
+    }
+    caps->mig_pgsize = qemu_real_host_page_size();
+    for (m = qdict_first(migr); m; m = qdict_next(migr, m)) {
+        if (strcmp(qdict_entry_key(m), VFIO_USER_CAP_MIGR_PGSIZE)) {
+            error_setg(errp, "migration capability '%s' was not proposed",
+                       qdict_entry_key(m));
+            return false;
+        }
+        if (!vfio_user_cap_uint(m, 1, UINT64_MAX, &val, errp)) {
+            return false;
+        }
+        if (val != qemu_real_host_page_size()) {
+            /* Not what we proposed: the device works, it does not migrate */
+            trace_vfio_user_cap_ignored("migration (page size)");
+            return true;
+        }
+    }
+    caps->migration = true;
+    return true;
+}
+
+/*
+ * "twin_socket": {"supported": true, "fd_index": N}: the reply's
+ * descriptor N is the twin socket (checked against the descriptors by
+ * the caller).
+ */
+static bool vfio_user_parse_twin(const QDictEntry *e, VFIOUserCaps *caps,
+                                 Error **errp)
+{
+    QDict *twin = qobject_to(QDict, qdict_entry_value(e));
+    const QDictEntry *m;
+    bool supported = false;
+    uint64_t index = UINT64_MAX;
+
+    if (!twin) {
+        error_setg(errp, "capability '%s' is not an object",
+                   qdict_entry_key(e));
+        return false;
+    }
+    for (m = qdict_first(twin); m; m = qdict_next(twin, m)) {
+        const char *key = qdict_entry_key(m);
+
+        if (!strcmp(key, VFIO_USER_CAP_TWIN_SUPPORTED)) {
+            QBool *b = qobject_to(QBool, qdict_entry_value(m));
+
+            if (!b) {
+                error_setg(errp, "twin_socket '%s' is not a boolean", key);
+                return false;
+            }
+            supported = qbool_get_bool(b);
+        } else if (!strcmp(key, VFIO_USER_CAP_TWIN_FD_INDEX)) {
+            if (!vfio_user_cap_uint(m, 0, VFIO_USER_MAX_FDS - 1, &index,
+                                    errp)) {
+                return false;
+            }
+        } else {
+            error_setg(errp, "twin_socket capability '%s' was not proposed",
+                       key);
+            return false;
+        }
+    }
+    if (supported && index == UINT64_MAX) {
+        error_setg(errp, "twin_socket is supported without an fd_index");
+        return false;
+    }
+    caps->twin_fd_index = supported ? index : -1;
     return true;
 }
 
@@ -1242,13 +1430,16 @@ static bool vfio_user_parse_caps(const char *json, VFIOUserCaps *caps,
                            "below 4 KiB", caps->pgsizes);
                 return false;
             }
-        } else if (!strcmp(key, VFIO_USER_CAP_MIGR) ||
-                   !strcmp(key, VFIO_USER_CAP_WRITE_MULTIPLE) ||
-                   !strcmp(key, VFIO_USER_CAP_TWIN_SOCKET)) {
-            /*
-             * Known, not proposed (not implemented here): ignored.
-             * libvfio-user announces migration whether proposed or not.
-             */
+        } else if (!strcmp(key, VFIO_USER_CAP_MIGR)) {
+            if (!vfio_user_parse_migration(e, caps, errp)) {
+                return false;
+            }
+        } else if (!strcmp(key, VFIO_USER_CAP_TWIN_SOCKET)) {
+            if (!vfio_user_parse_twin(e, caps, errp)) {
+                return false;
+            }
+        } else if (!strcmp(key, VFIO_USER_CAP_WRITE_MULTIPLE)) {
+            /* Known, not proposed (not implemented here): ignored. */
             trace_vfio_user_cap_ignored(key);
         } else {
             error_setg(errp, "capability '%s' was not proposed", key);
@@ -1300,6 +1491,9 @@ static int coroutine_fn vfio_user_co_negotiate(VFIOProxy *proxy,
     uint32_t size = sizeof(VFIOUserVersion) + json->len + 1;
     uint32_t reply_max = MAX(size, VFIO_USER_VERSION_REPLY_MAX);
     g_autofree VFIOUserVersion *msg = g_malloc0(reply_max);
+    int rfds[VFIO_USER_MAX_FDS];
+    VFIOUserFDs fds = { .recv = rfds, .max_recv = VFIO_USER_MAX_FDS };
+    QIOChannelSocket *twin = NULL;
     VFIOUserCaps caps;
     int ret;
 
@@ -1308,25 +1502,67 @@ static int coroutine_fn vfio_user_co_negotiate(VFIOProxy *proxy,
     msg->minor = cpu_to_le16(VFIO_USER_MINOR_VER);
     memcpy(msg->capabilities, json->str, json->len + 1);
 
-    ret = vfio_user_co_request(proxy, &msg->hdr, NULL, reply_max, 0, errp);
+    ret = vfio_user_co_request(proxy, &msg->hdr, &fds, reply_max, 0, errp);
     if (ret < 0) {
         return ret;
     }
     if (!vfio_user_parse_version(msg, &caps, errp)) {
         error_prepend(errp, "vfio-user server %s: bad VERSION reply: ",
                       proxy->name);
+        vfio_user_close_fds(rfds, fds.nrecv);
         return -EPROTO;
     }
+    if (caps.twin_fd_index >= 0) {
+        if (caps.twin_fd_index >= fds.nrecv) {
+            vfio_user_error(proxy, errp, "bad VERSION reply: twin_socket "
+                            "fd_index %d, but %u descriptors",
+                            caps.twin_fd_index, fds.nrecv);
+        } else {
+            twin = qio_channel_socket_new_fd(rfds[caps.twin_fd_index], errp);
+            if (twin && !qio_channel_has_feature(QIO_CHANNEL(twin),
+                                                 QIO_CHANNEL_FEATURE_FD_PASS)) {
+                /* Not a UNIX socket: the descriptor is closed with it */
+                object_unref(twin);
+                twin = NULL;
+                rfds[caps.twin_fd_index] = -1;
+                error_setg(errp, "not a UNIX socket");
+            }
+            if (twin) {
+                rfds[caps.twin_fd_index] = -1;
+            } else {
+                error_prepend(errp, "vfio-user server %s: bad twin socket: ",
+                              proxy->name);
+            }
+        }
+        if (!twin) {
+            vfio_user_close_fds(rfds, fds.nrecv);
+            return -EPROTO;
+        }
+    }
+    vfio_user_close_fds(rfds, fds.nrecv);
     if (proxy->state != VFIO_PROXY_CONNECTING) {
         vfio_user_error(proxy, errp, "connection lost in the version "
                         "negotiation");
+        if (twin) {
+            object_unref(twin);
+        }
         return -ENOTCONN;
     }
     proxy->caps = caps;
+    if (twin) {
+        proxy->twin_ioc = QIO_CHANNEL(twin);
+        qio_channel_set_name(proxy->twin_ioc, "vfio-user-twin");
+        qio_channel_set_blocking(proxy->twin_ioc, false, NULL);
+        qio_channel_set_follow_coroutine_ctx(proxy->twin_ioc, true);
+    }
     trace_vfio_user_version(proxy->name, caps.major, caps.minor,
                             caps.max_send_fds, caps.max_xfer,
                             caps.max_dma_maps, caps.pgsizes);
     vfio_user_set_state(proxy, VFIO_PROXY_CONNECTED);
+    if (twin) {
+        proxy->twin_co = qemu_coroutine_create(vfio_user_twin_co, proxy);
+        aio_co_enter(proxy->ctx, proxy->twin_co);
+    }
     return 0;
 }
 
@@ -1471,7 +1707,7 @@ void vfio_user_proxy_end_teardown(VFIOProxy *proxy)
 static void vfio_user_drain(VFIOProxy *proxy)
 {
     assert(!qemu_in_coroutine() && in_aio_context_home_thread(proxy->ctx));
-    while (proxy->recv_co || proxy->req_co) {
+    while (proxy->recv_co || proxy->req_co || proxy->twin_co) {
         aio_poll(proxy->ctx, true);
     }
     assert(!proxy->replies_due && QTAILQ_EMPTY(&proxy->waiters));
@@ -1519,9 +1755,13 @@ static int vfio_user_attach_check(VFIOProxy *proxy, QIOChannelSocket *sioc,
 static void vfio_user_attach_channel(VFIOProxy *proxy, QIOChannelSocket *sioc,
                                      const char *name)
 {
-    assert(!proxy->recv_co && !proxy->req_co);
+    assert(!proxy->recv_co && !proxy->req_co && !proxy->twin_co);
     if (proxy->ioc) {
         object_unref(proxy->ioc);
+    }
+    if (proxy->twin_ioc) {
+        object_unref(proxy->twin_ioc);
+        proxy->twin_ioc = NULL;
     }
     proxy->ioc = QIO_CHANNEL(object_ref(sioc));
     proxy->fd = sioc->fd;
@@ -1573,7 +1813,7 @@ int coroutine_fn vfio_user_co_proxy_attach(VFIOProxy *proxy,
     if (ret < 0) {
         return ret;
     }
-    if (proxy->recv_co || proxy->req_co) {
+    if (proxy->recv_co || proxy->req_co || proxy->twin_co) {
         /* A coroutine cannot wait for them in an event loop */
         error_setg(errp, "vfio-user server %s: the last connection is "
                    "still closing", name);
@@ -1711,6 +1951,10 @@ void vfio_user_proxy_close(VFIOProxy *proxy)
         vfio_user_drain(proxy);
         object_unref(proxy->ioc);
         proxy->ioc = NULL;
+    }
+    if (proxy->twin_ioc) {
+        object_unref(proxy->twin_ioc);
+        proxy->twin_ioc = NULL;
     }
 }
 

@@ -745,7 +745,7 @@ static void test_help(void)
     assert_contains(out, "socket=");
     assert_contains(out, "x-msg-timeout=");
     g_assert(!strstr(out, "mdev driver"));
-    g_assert(!strstr(out, "enable-migration"));
+    assert_contains(out, "enable-migration=");
 }
 
 /* A guest vIOMMU is refused at realize, clearly; QEMU goes on. */
@@ -2067,6 +2067,488 @@ static void test_reconnect_unplug(void)
     g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
 }
 
+/* -- migration (protocol v2: DEVICE_FEATURE, MIG_DATA_READ/WRITE) ------ */
+
+/*
+ * Guest RAM the server can map (it DMA-writes it directly), and a guest
+ * that does not run: memory is what the test writes.
+ */
+#define MIG_RAM_SIZE        (128 * MiB)
+#define MIG_MACHINE         "-machine pc,memory-backend=mem -display none " \
+    "-m 128M -object memory-backend-memfd,id=mem,size=128M,share=on "
+/* The newer libvfio-user's server sample (tests/vfio-user/peers/) */
+#define PEER_BAR1_SIZE      0x4000
+/* Where its timer's DMA lands: directly at 0, by messages at 8 KiB */
+#define PEER_DMA_DIRECT     0
+#define PEER_DMA_MSG        8192
+
+/* A sample of the newer libvfio-user (build/peers, see tests/vfio-user/). */
+static Server *peer_start(const char *name)
+{
+    Server *s = server_new("peer.sock");
+    g_autofree char *rel = g_strdup_printf(
+        "../../peers/libvfio-user/build/samples/%s", name);
+    g_autofree char *bin = build_path(rel);
+    char *argv[] = { bin, (char *)"-v", s->sock, NULL };
+
+    if (!g_file_test(bin, G_FILE_TEST_IS_EXECUTABLE)) {
+        g_error("%s is not built (tests/vfio-user/peers/build-libvfio-user)",
+                bin);
+    }
+    return server_spawn(argv, s);
+}
+
+/* A QEMU for migrations, its device on @s; @extra: more options. */
+static QTestState *mig_start(Server *s, const char *extra)
+{
+    return qtest_initf(MIG_MACHINE "-device vfio-user-pci,id=vu0,addr=%d,"
+                       "socket=%s %s", SLOT, s->sock, extra ?: "");
+}
+
+/* The destination QEMU, waiting for a migration on @uri. */
+static QTestState *mig_start_incoming(Server *s, const char *extra,
+                                      const char *uri)
+{
+    g_autofree char *opts = g_strdup_printf("%s -incoming %s", extra ?: "",
+                                            uri);
+
+    return mig_start(s, opts);
+}
+
+static void mig_set_bandwidth(QTestState *qts, uint64_t bytes_per_sec)
+{
+    qtest_qmp_assert_success(qts, "{'execute': 'migrate-set-parameters', "
+                             "'arguments': {'max-bandwidth': %" PRIu64 "}}",
+                             bytes_per_sec);
+}
+
+static void mig_migrate(QTestState *from, const char *uri)
+{
+    qtest_qmp_assert_success(from, "{'execute': 'migrate', "
+                             "'arguments': {'uri': %s}}", uri);
+}
+
+/* The migration's status; its error in *@err (if not NULL). */
+static char *mig_status(QTestState *qts, char **err)
+{
+    QDict *resp = qtest_qmp(qts, "{'execute': 'query-migrate'}");
+    QDict *ret = qdict_get_qdict(resp, "return");
+    char *status = g_strdup(qdict_get_try_str(ret, "status") ?: "none");
+
+    if (err) {
+        *err = g_strdup(qdict_get_try_str(ret, "error-desc"));
+    }
+    qobject_unref(resp);
+    return status;
+}
+
+/* Wait (at most 60 s) for a final status; return it, error in *@err. */
+static char *mig_wait_end(QTestState *qts, char **err)
+{
+    int i;
+
+    for (i = 0; i < 6000; i++) {
+        char *status = mig_status(qts, err);
+
+        if (!strcmp(status, "completed") || !strcmp(status, "failed") ||
+            !strcmp(status, "cancelled")) {
+            return status;
+        }
+        g_free(status);
+        if (err) {
+            g_clear_pointer(err, g_free);
+        }
+        g_usleep(10 * 1000);
+    }
+    g_error("migration did not end");
+}
+
+static void mig_wait_status(QTestState *qts, const char *want)
+{
+    g_autofree char *err = NULL;
+    g_autofree char *status = mig_wait_end(qts, &err);
+
+    if (strcmp(status, want)) {
+        g_error("migration %s (%s), expected %s", status, err ?: "", want);
+    }
+}
+
+static bool vm_running(QTestState *qts)
+{
+    QDict *resp = qtest_qmp(qts, "{'execute': 'query-status'}");
+    bool running = qdict_get_bool(qdict_get_qdict(resp, "return"),
+                                  "running");
+
+    qobject_unref(resp);
+    return running;
+}
+
+/* BAR @n of the device as the (migrated) config space places it. */
+static QPCIBar mig_bar(QPCIDevice *dev, int n)
+{
+    uint32_t val = qpci_config_readl(dev, PCI_BASE_ADDRESS_0 + 4 * n);
+    QPCIBar bar = {
+        .is_io = val & PCI_BASE_ADDRESS_SPACE_IO,
+        .addr = val & (val & PCI_BASE_ADDRESS_SPACE_IO ?
+                       PCI_BASE_ADDRESS_IO_MASK : PCI_BASE_ADDRESS_MEM_MASK),
+    };
+
+    g_assert(bar.addr);
+    return bar;
+}
+
+static uint32_t peer_pattern(uint32_t off, uint32_t seed)
+{
+    return 0xc0de0000u ^ (off * 0x9e3779b1u) ^ seed;
+}
+
+static void peer_bar1_fill(QPCIDevice *dev, QPCIBar bar1, uint32_t seed)
+{
+    uint32_t off;
+
+    for (off = 0; off < PEER_BAR1_SIZE; off += 4) {
+        qpci_io_writel(dev, bar1, off, peer_pattern(off, seed));
+    }
+}
+
+static void peer_bar1_check(QPCIDevice *dev, QPCIBar bar1, uint32_t seed)
+{
+    uint32_t off;
+
+    for (off = 0; off < PEER_BAR1_SIZE; off += 4) {
+        g_assert_cmphex(qpci_io_readl(dev, bar1, off), ==,
+                        peer_pattern(off, seed));
+    }
+}
+
+/* Arm the sample's BAR0 timer to fire in @secs seconds (two halves). */
+static void peer_arm_timer(QPCIDevice *dev, QPCIBar bar0, int secs)
+{
+    uint64_t when = time(NULL) + secs;
+
+    qpci_io_writel(dev, bar0, 0, (uint32_t)when);
+    qpci_io_writel(dev, bar0, 4, when >> 32);
+}
+
+/* The timer's DMA pattern: 1 KiB each of 'A', 'B', 'C', 'D'. */
+static bool peer_dma_landed(QTestState *qts, uint64_t addr)
+{
+    uint8_t buf[4096];
+    int i;
+
+    qtest_memread(qts, addr, buf, sizeof(buf));
+    for (i = 0; i < sizeof(buf); i++) {
+        if (buf[i] != 'A' + i / 1024) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Wait (at most 20 s) for the timer's DMA, both kinds, at 0 and 8 KiB. */
+static void peer_wait_dma(QTestState *qts)
+{
+    int i;
+
+    for (i = 0; i < 2000; i++) {
+        if (peer_dma_landed(qts, PEER_DMA_DIRECT) &&
+            peer_dma_landed(qts, PEER_DMA_MSG)) {
+            return;
+        }
+        g_usleep(10 * 1000);
+    }
+    g_error("the server's timer DMA did not land in guest memory (0x%x at "
+            "0, 0x%x at 8 KiB)", qtest_readb(qts, PEER_DMA_DIRECT),
+            qtest_readb(qts, PEER_DMA_MSG));
+}
+
+typedef enum {
+    MIG_TRACK_DEVICE,       /* the server's DMA logging */
+    MIG_TRACK_FALLBACK,     /* all mapped memory dirty in stop-and-copy */
+    MIG_TRACK_NONE,         /* x-no-dirty-tracking: the control */
+} MigTracking;
+
+/*
+ * The server sample with its BAR1 filled and its timer armed to fire
+ * during pre-copy (slowed down by a bandwidth limit and 96 MiB of
+ * non-zero RAM): the timer writes guest memory directly (mmap) and by
+ * DMA_WRITE messages.  On the destination, BAR1 reads back equal, the
+ * memory the server wrote directly during pre-copy is there (only with
+ * dirty tracking: the control without it shows it lost), and the timer
+ * still works.
+ */
+static void test_migrate_server_tracking(MigTracking tracking)
+{
+    static const char *const props[] = {
+        [MIG_TRACK_DEVICE] = "",
+        [MIG_TRACK_FALLBACK] = "-global "
+            "vfio-user-pci.x-device-dirty-page-tracking=off",
+        [MIG_TRACK_NONE] = "-global vfio-user-pci.x-no-dirty-tracking=on",
+    };
+    g_autoptr(Server) a = peer_start("server");
+    g_autoptr(Server) b = peer_start("server");
+    g_autofree char *mig = server_file(b, "mig.sock");
+    g_autofree char *uri = g_strdup_printf("unix:%s", mig);
+    QTestState *src = mig_start(a, props[tracking]);
+    QTestState *dst = mig_start_incoming(b, props[tracking], uri);
+    QPCIBus *bus = qpci_new_pc(src, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar0, bar1;
+    g_autofree char *status = NULL;
+    bool direct_ok;
+
+    bar0 = qpci_iomap(dev, 0, NULL);
+    bar1 = qpci_iomap(dev, 1, NULL);
+    peer_bar1_fill(dev, bar1, 0);
+    peer_bar1_check(dev, bar1, 0);
+
+    qtest_memset(src, 0, 0, 16 * KiB);
+    qtest_memset(src, 1 * MiB, 0x5a, 96 * MiB);
+    mig_set_bandwidth(src, 16 * MiB);
+    peer_arm_timer(dev, bar0, 2);
+    mig_migrate(src, uri);
+    peer_wait_dma(src);
+    status = mig_status(src, NULL);
+    g_assert_cmpstr(status, ==, "active");     /* it landed in pre-copy */
+    mig_set_bandwidth(src, 10 * GiB);
+    mig_wait_status(src, "completed");
+    g_free(dev);
+    qpci_free_pc(bus);
+
+    /* The destination runs on with the device's state */
+    bus = qpci_new_pc(dst, NULL);
+    dev = qpci_device_find(bus, QPCI_DEVFN(SLOT, 0));
+    g_assert(dev);
+    g_assert(vm_running(dst));
+    bar0 = mig_bar(dev, 0);
+    bar1 = mig_bar(dev, 1);
+    peer_bar1_check(dev, bar1, 0);
+    /* What QEMU wrote itself (DMA_WRITE messages) is always there */
+    g_assert(peer_dma_landed(dst, PEER_DMA_MSG));
+    direct_ok = peer_dma_landed(dst, PEER_DMA_DIRECT);
+    if (tracking == MIG_TRACK_NONE) {
+        /* Without dirty tracking the server's direct writes are lost */
+        g_assert(!direct_ok);
+    } else {
+        g_assert(direct_ok);
+    }
+
+    /* The timer still DMA-writes guest memory on the destination */
+    qtest_memset(dst, 0, 0, 16 * KiB);
+    peer_arm_timer(dev, bar0, 1);
+    peer_wait_dma(dst);
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(dst);
+    qtest_quit(src);
+}
+
+static void test_migrate_server(void)
+{
+    test_migrate_server_tracking(MIG_TRACK_DEVICE);
+}
+
+static void test_migrate_server_fallback(void)
+{
+    test_migrate_server_tracking(MIG_TRACK_FALLBACK);
+}
+
+static void test_migrate_server_untracked(void)
+{
+    test_migrate_server_tracking(MIG_TRACK_NONE);
+}
+
+/*
+ * Servers without migration v2 (x-vfio-user-server; the libvfio-user of
+ * the base tree, which offers v1 migration): migrate fails at once with
+ * the blocker's message naming the device and the reason; the VM and the
+ * device run on.
+ */
+static void test_migrate_blocked_one(Server *s, const char *why)
+{
+    QTestState *qts = client_start(s, NULL);
+    QDict *resp;
+    const char *desc;
+
+    resp = qtest_qmp(qts, "{'execute': 'migrate', 'arguments': "
+                     "{'uri': 'exec:cat > /dev/null'}}");
+    g_assert(qdict_haskey(resp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(resp, "error"), "desc");
+    g_test_message("migrate: %s", desc);
+    g_assert(strstr(desc, "vfio-user-pci"));
+    g_assert(strstr(desc, s->sock));
+    g_assert(strstr(desc, why));
+    qobject_unref(resp);
+    g_assert(vm_running(qts));
+    assert_alive(qts);
+    qtest_quit(qts);
+}
+
+static void test_migrate_blocked(void)
+{
+    g_autoptr(Server) remote = remote_start("edu");
+    g_autoptr(Server) old = sample_start("gpio-pci-idio-16", NULL);
+
+    test_migrate_blocked_one(remote, "does not support migration");
+    test_migrate_blocked_one(old, "predates migration v2");
+}
+
+/*
+ * A migration cancelled in pre-copy: the source runs on, its device
+ * RUNNING (the timer DMA works, BAR1 holds its contents), no descriptor
+ * left behind.
+ */
+static void test_migrate_cancel(void)
+{
+    g_autoptr(Server) a = peer_start("server");
+    g_autoptr(Server) b = peer_start("server");
+    g_autofree char *mig = server_file(b, "mig.sock");
+    g_autofree char *uri = g_strdup_printf("unix:%s", mig);
+    QTestState *src = mig_start(a, NULL);
+    QTestState *dst = mig_start_incoming(b, NULL, uri);
+    QPCIBus *bus = qpci_new_pc(src, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+    QPCIBar bar1 = qpci_iomap(dev, 1, NULL);
+    g_autofree char *status = NULL;
+    int fds0;
+
+    peer_bar1_fill(dev, bar1, 1);
+    qtest_memset(src, 1 * MiB, 0x5a, 96 * MiB);
+    fds0 = count_fds(qtest_pid(src));
+    mig_set_bandwidth(src, 8 * MiB);
+    mig_migrate(src, uri);
+    g_usleep(500 * 1000);
+    status = mig_status(src, NULL);
+    g_assert_cmpstr(status, ==, "active");
+    qtest_qmp_assert_success(src, "{'execute': 'migrate_cancel'}");
+    mig_wait_status(src, "cancelled");
+    qtest_set_expected_status(dst, 1);
+    qtest_quit(dst);
+
+    g_assert(vm_running(src));
+    peer_bar1_check(dev, bar1, 1);
+    qtest_memset(src, 0, 0, 16 * KiB);
+    peer_arm_timer(dev, bar0, 1);
+    peer_wait_dma(src);
+    g_assert_cmpint(count_fds(qtest_pid(src)), <=, fds0);
+    client_end(src, bus, dev, bar1);
+}
+
+/* Our fault server with --migration @src_mode and @dst_mode */
+static Server *fault_start_migration(const char *mode)
+{
+    return fault_start_opt("device", "--migration", mode);
+}
+
+/*
+ * The destination refuses the device state (MIG_DATA_WRITE fails), or
+ * the source's server dies in stop-and-copy: migration fails with an
+ * error, the source runs on with a working device (after a reconnect
+ * when its server died), QEMU keeps no descriptor of it.
+ */
+static void test_migrate_fail(const char *src_mode, const char *dst_mode)
+{
+    g_autoptr(Server) a = fault_start_migration(src_mode);
+    g_autoptr(Server) b = fault_start_migration(dst_mode);
+    g_autofree char *mig = server_file(b, "mig.sock");
+    g_autofree char *uri = g_strdup_printf("unix:%s", mig);
+    const char *opts = "-global vfio-user-pci.reconnect-ms=50";
+    QTestState *src = mig_start(a, opts);
+    QTestState *dst = mig_start_incoming(b, opts, uri);
+    QPCIBus *bus = qpci_new_pc(src, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+    g_autofree char *err = NULL;
+    g_autofree char *status = NULL;
+    bool died = !strcmp(src_mode, "die-stop-copy");
+    int fds0, i;
+
+    qpci_io_writel(dev, bar0, 0x10, 0x600d600d);
+    fds0 = count_fds(qtest_pid(src));
+    mig_migrate(src, uri);
+    status = mig_wait_end(src, &err);
+    g_test_message("migration %s: %s", status, err ?: "");
+    g_assert_cmpstr(status, ==, "failed");
+    qtest_set_expected_status(dst, 1);
+    qtest_quit(dst);
+    g_assert(vm_running(src));
+
+    if (died) {
+        g_assert(file_contains(a->log, "\"dying\""));
+        server_restart(a);
+        for (i = 0; i < 500; i++) {
+            if (qpci_io_readl(dev, bar0, 0x10) != 0xffffffff) {
+                break;
+            }
+            g_usleep(10 * 1000);
+        }
+        /* A new server: the device is back, with its fresh state */
+        g_assert_cmphex(qpci_io_readl(dev, bar0, 0x10), ==, 0);
+        qpci_io_writel(dev, bar0, 0x10, 0x600d600d);
+    } else {
+        g_assert(file_contains(b->log, "mig-write-refused"));
+        /* The source's device went back to RUNNING (2) */
+        g_assert(file_contains(a->log, "\"state\": 2"));
+    }
+    g_assert_cmphex(qpci_io_readl(dev, bar0, 0x10), ==, 0x600d600d);
+    g_assert_cmpint(count_fds(qtest_pid(src)), <=, fds0);
+    assert_alive(src);
+    client_end(src, bus, dev, bar0);
+}
+
+static void test_migrate_refused(void)
+{
+    test_migrate_fail("ok", "refuse-write");
+}
+
+static void test_migrate_source_died(void)
+{
+    test_migrate_fail("die-stop-copy", "ok");
+}
+
+/*
+ * Migrate back and forth three times (six migrations, each to a new QEMU
+ * with a fresh server): BAR1's contents follow, changed at every stop.
+ */
+static void test_migrate_back_and_forth(void)
+{
+    Server *s = peer_start("server");
+    QTestState *qts = mig_start(s, NULL);
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar1 = qpci_iomap(dev, 1, NULL);
+    int hop;
+
+    peer_bar1_fill(dev, bar1, 0);
+    for (hop = 1; hop <= 6; hop++) {
+        Server *next = peer_start("server");
+        g_autofree char *mig = server_file(next, "mig.sock");
+        g_autofree char *uri = g_strdup_printf("unix:%s", mig);
+        QTestState *to = mig_start_incoming(next, NULL, uri);
+
+        mig_migrate(qts, uri);
+        mig_wait_status(qts, "completed");
+        g_free(dev);
+        qpci_free_pc(bus);
+        qtest_quit(qts);
+        server_free(s);
+
+        qts = to;
+        s = next;
+        bus = qpci_new_pc(qts, NULL);
+        dev = qpci_device_find(bus, QPCI_DEVFN(SLOT, 0));
+        g_assert(dev);
+        bar1 = mig_bar(dev, 1);
+        peer_bar1_check(dev, bar1, hop - 1);
+        peer_bar1_fill(dev, bar1, hop);
+    }
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+    server_free(s);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -2105,6 +2587,18 @@ int main(int argc, char **argv)
     qtest_add_func("/vfio-user-pci/reconnect/fd", test_reconnect_fd);
     qtest_add_func("/vfio-user-pci/reconnect/unplug", test_reconnect_unplug);
     qtest_add_func("/vfio-user-pci/hotplug", test_hotplug);
+    qtest_add_func("/vfio-user-pci/migration/server", test_migrate_server);
+    qtest_add_func("/vfio-user-pci/migration/server-fallback",
+                   test_migrate_server_fallback);
+    qtest_add_func("/vfio-user-pci/migration/server-untracked",
+                   test_migrate_server_untracked);
+    qtest_add_func("/vfio-user-pci/migration/blocked", test_migrate_blocked);
+    qtest_add_func("/vfio-user-pci/migration/cancel", test_migrate_cancel);
+    qtest_add_func("/vfio-user-pci/migration/refused", test_migrate_refused);
+    qtest_add_func("/vfio-user-pci/migration/source-died",
+                   test_migrate_source_died);
+    qtest_add_func("/vfio-user-pci/migration/back-and-forth",
+                   test_migrate_back_and_forth);
 
     return g_test_run();
 }

@@ -176,9 +176,13 @@ static void srv_version_reply(TestServer *s, const void *payload, size_t len)
               qdict_get_int(caps, "max_data_xfer_size") == 1048576 &&
               qdict_haskey(caps, "max_dma_maps") &&
               qdict_haskey(caps, "pgsizes") &&
-              !qdict_haskey(caps, "migration") &&
+              qdict_get_qdict(caps, "migration") &&
+              qdict_get_int(qdict_get_qdict(caps, "migration"), "pgsize") ==
+              qemu_real_host_page_size() &&
               !qdict_haskey(caps, "write_multiple") &&
-              !qdict_haskey(caps, "twin_socket"));
+              qdict_get_qdict(caps, "twin_socket") &&
+              qdict_get_bool(qdict_get_qdict(caps, "twin_socket"),
+                             "supported"));
     srv_reply(s, &h, payload, len, NULL, 0);
 }
 
@@ -417,17 +421,34 @@ static const VersionCase version_cases[] = {
       "out of range" },
     { "pgsizes", 0, 1, "{\"capabilities\":{\"pgsizes\":512}}", -1,
       "below 4 KiB" },
-    /*
-     * Known, not proposed (not implemented): ignored (libvfio-user sends
-     * migration unasked)
-     */
+    /* Migration: another page size leaves the device unmigratable */
     { "migration", 0, 1,
       "{\"capabilities\":{\"migration\":{\"pgsize\":4096}}}", -1, NULL },
+    { "migration-pgsize", 0, 1,
+      "{\"capabilities\":{\"migration\":{\"pgsize\":8192}}}", -1, NULL },
+    { "migration-type", 0, 1, "{\"capabilities\":{\"migration\":1}}", -1,
+      "not an object" },
+    { "migration-member", 0, 1,
+      "{\"capabilities\":{\"migration\":{\"foo\":1}}}", -1,
+      "not proposed" },
+    /* Known, not proposed (not implemented): ignored */
     { "write-multiple", 0, 1,
       "{\"capabilities\":{\"write_multiple\":true}}", -1, NULL },
-    { "twin-socket", 0, 1,
-      "{\"capabilities\":{\"twin_socket\":{\"supported\":true}}}", -1,
+    /* The twin socket: its descriptor must come with the reply */
+    { "twin-unsupported", 0, 1,
+      "{\"capabilities\":{\"twin_socket\":{\"supported\":false}}}", -1,
       NULL },
+    { "twin-no-index", 0, 1,
+      "{\"capabilities\":{\"twin_socket\":{\"supported\":true}}}", -1,
+      "without an fd_index" },
+    { "twin-no-fd", 0, 1, "{\"capabilities\":{\"twin_socket\":"
+      "{\"supported\":true,\"fd_index\":0}}}", -1, "but 0 descriptors" },
+    { "twin-big-index", 0, 1, "{\"capabilities\":{\"twin_socket\":"
+      "{\"supported\":true,\"fd_index\":99}}}", -1, "out of range" },
+    { "twin-type", 0, 1, "{\"capabilities\":{\"twin_socket\":"
+      "{\"supported\":\"yes\"}}}", -1, "not a boolean" },
+    { "twin-member", 0, 1, "{\"capabilities\":{\"twin_socket\":"
+      "{\"foo\":1}}}", -1, "not proposed" },
     { "unknown-cap", 0, 1, "{\"capabilities\":{\"foo\":1}}", -1,
       "not proposed" },
     { "unknown-member", 0, 1, "{\"foo\":{}}", -1, "unexpected member" },

@@ -61,6 +61,13 @@
 # sparse area not page-aligned), for the client's realize to fail and
 # unwind.
 #
+# --migration ok|refuse-write offers migration v2 (stop-and-copy only, no
+# DMA logging): the device state is BAR0's 4 KiB, read with MIG_DATA_READ
+# in STOP_COPY and written with MIG_DATA_WRITE in RESUMING; refuse-write
+# fails every MIG_DATA_WRITE with EIO ("mig-write-refused"), die-stop-copy
+# exits at the first MIG_DATA_READ in STOP_COPY ("dying").  Device state
+# changes are logged ("mig-state").
+#
 # Each message is read whole; every event is logged as a JSON line.
 
 import argparse
@@ -75,6 +82,11 @@ HDR = struct.Struct("<HHIII")
 CMD_VERSION, CMD_DMA_MAP, CMD_DMA_UNMAP, CMD_GET_INFO, CMD_GET_REGION_INFO, \
     CMD_GET_REGION_IO_FDS, CMD_GET_IRQ_INFO, CMD_SET_IRQS, CMD_REGION_READ, \
     CMD_REGION_WRITE, CMD_DMA_READ, CMD_DMA_WRITE, CMD_RESET = range(1, 14)
+CMD_DEVICE_FEATURE, CMD_MIG_DATA_READ, CMD_MIG_DATA_WRITE = range(16, 19)
+FEATURE_GET, FEATURE_SET, FEATURE_PROBE = 1 << 16, 1 << 17, 1 << 18
+FEATURE_MIGRATION, FEATURE_MIG_STATE = 1, 2
+MIG_STOP_COPY, MIG_RESUMING, MIG_RUNNING = 3, 4, 2
+EIO = 5
 F_REPLY, F_NO_REPLY, F_ERROR = 1, 0x10, 0x20
 EINVAL, ENOTSUP, EFAULT, EPERM, ENOENT = 22, 95, 14, 1, 2
 MAX_XFER = 1 << 20
@@ -112,6 +124,8 @@ class Server:
         self.hang = False
         self.drop = False
         self.lsock = None
+        self.mig_state = MIG_RUNNING
+        self.mig_pos = 0
 
     def event(self, **kw):
         self.log.write(json.dumps(kw) + "\n")
@@ -305,8 +319,10 @@ class Server:
             if self.args.mode == "garbage":
                 self.reply(msg_id, cmd, b"\x01\x00\x00\x00{not json")
                 return
-            caps = json.dumps({"capabilities": {
-                "max_msg_fds": 8, "max_data_xfer_size": MAX_XFER}})
+            caps = {"max_msg_fds": 8, "max_data_xfer_size": MAX_XFER}
+            if self.args.migration:
+                caps["migration"] = {"pgsize": 4096}
+            caps = json.dumps({"capabilities": caps})
             self.reply(msg_id, cmd,
                        struct.pack("<HH", 0, 1) + caps.encode() + b"\0")
         elif cmd == CMD_GET_INFO:
@@ -395,6 +411,31 @@ class Server:
             self.maps = [m for m in self.maps if m[0] != addr]
             self.event(event="dma-unmap", addr=addr, size=size)
             self.reply(msg_id, cmd, body[:24])
+        elif cmd == CMD_DEVICE_FEATURE and self.args.migration:
+            self.device_feature(msg_id, body)
+        elif cmd == CMD_MIG_DATA_READ and self.args.migration:
+            argsz, size = struct.unpack_from("<II", body)
+            data = b""
+            if self.mig_state == MIG_STOP_COPY and \
+                    self.args.migration == "die-stop-copy":
+                self.event(event="dying")
+                os._exit(0)
+            if self.mig_state == MIG_STOP_COPY:
+                data = bytes(self.bar0[self.mig_pos:self.mig_pos + size])
+                self.mig_pos += len(data)
+            self.reply(msg_id, cmd, struct.pack("<II", 8 + len(data),
+                                                len(data)) + data)
+        elif cmd == CMD_MIG_DATA_WRITE and self.args.migration:
+            argsz, size = struct.unpack_from("<II", body)
+            if self.args.migration == "refuse-write" or \
+                    self.mig_state != MIG_RESUMING or \
+                    self.mig_pos + size > len(self.bar0):
+                self.event(event="mig-write-refused", size=size)
+                self.error(msg_id, cmd, EIO)
+            else:
+                self.bar0[self.mig_pos:self.mig_pos + size] = body[8:8 + size]
+                self.mig_pos += size
+                self.reply(msg_id, cmd)
         elif cmd == CMD_RESET:
             self.event(event="reset")
             self.bar0[:] = bytes(4096)
@@ -403,6 +444,27 @@ class Server:
             self.error(msg_id, cmd, ENOTSUP)
         for fd in fds:
             os.close(fd)
+
+    def device_feature(self, msg_id, body):
+        argsz, flags = struct.unpack_from("<II", body)
+        feature = flags & 0xffff
+        if feature not in (FEATURE_MIGRATION, FEATURE_MIG_STATE):
+            self.error(msg_id, CMD_DEVICE_FEATURE, ENOTSUP)
+        elif flags & FEATURE_PROBE:
+            self.reply(msg_id, CMD_DEVICE_FEATURE, body[:8])
+        elif flags & FEATURE_GET and feature == FEATURE_MIGRATION:
+            self.reply(msg_id, CMD_DEVICE_FEATURE,
+                       struct.pack("<IIQ", 16, flags, 1))     # STOP_COPY
+        elif flags & FEATURE_GET:
+            self.reply(msg_id, CMD_DEVICE_FEATURE,
+                       struct.pack("<IIII", 16, flags, self.mig_state, 0))
+        elif flags & FEATURE_SET and feature == FEATURE_MIG_STATE:
+            self.mig_state = struct.unpack_from("<I", body, 8)[0]
+            self.mig_pos = 0
+            self.event(event="mig-state", state=self.mig_state)
+            self.reply(msg_id, CMD_DEVICE_FEATURE, body)
+        else:
+            self.error(msg_id, CMD_DEVICE_FEATURE, EINVAL)
 
     def sparse_region_info(self, msg_id, argsz, fl, size):
         """BAR0 mmap-able from a memfd, with one bad sparse area."""
@@ -497,6 +559,9 @@ def main():
                    help="break one reply of the device's bring-up")
     p.add_argument("--refuse-map", action="append", default=[],
                    type=lambda v: tuple(int(x, 0) for x in v.split("+")))
+    p.add_argument("--migration", default="", choices=["", "ok",
+                                                        "refuse-write",
+                                                        "die-stop-copy"])
     p.add_argument("--log")
     Server(p.parse_args()).serve()
 

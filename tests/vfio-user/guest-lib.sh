@@ -50,12 +50,16 @@ wait_for_file_socket() {
     return 1
 }
 
+# The guest's console (start_guest); set it before start_guest to keep
+# two guests' apart.
+GUEST_LOG=$TMP/guest.log
+
 # Kernel arguments added to the guest's command line
 GUEST_APPEND=${GUEST_APPEND:-}
 
 # start_guest TEST SECONDS QEMU-ARGS...: boot the guest running TEST in
 # the background (GUEST_PID); finish_guest waits for it and checks it.
-# The console is in $TMP/guest.log.
+# The console is in $GUEST_LOG ($TMP/guest.log unless set).
 start_guest() {
     local test=$1 secs=$2
     shift 2
@@ -67,16 +71,16 @@ start_guest() {
         -serial stdio -kernel "$GUEST/vmlinuz" \
         -initrd "$GUEST/initramfs.cpio.gz" \
         -append "console=ttyS0 quiet panic=-1 vfu.test=$test $GUEST_APPEND" \
-        "$@" < /dev/null > "$TMP/guest.log" 2>&1 &
+        "$@" < /dev/null > "$GUEST_LOG" 2>&1 &
     GUEST_PID=$!
 }
 
 finish_guest() {
     local rc=0
     wait "$GUEST_PID" || rc=$?
-    sed 's/^/guest| /' "$TMP/guest.log"
+    sed 's/^/guest| /' "$GUEST_LOG"
     [ $rc = 124 ] && fail "the guest did not finish within $GUEST_SECS s"
-    grep -q "VFU-RESULT: PASS $GUEST_TEST" "$TMP/guest.log" ||
+    grep -q "VFU-RESULT: PASS $GUEST_TEST" "$GUEST_LOG" ||
         fail "guest test $GUEST_TEST failed"
     ok "guest test $GUEST_TEST passed"
 }
@@ -85,11 +89,11 @@ finish_guest() {
 wait_guest_log() {
     local i
     for ((i = 0; i < $2 * 20; i++)); do
-        grep -q -- "$1" "$TMP/guest.log" 2>/dev/null && return 0
+        grep -q -- "$1" "$GUEST_LOG" 2>/dev/null && return 0
         kill -0 "$GUEST_PID" 2>/dev/null || break
         sleep 0.05
     done
-    sed 's/^/guest| /' "$TMP/guest.log"
+    sed 's/^/guest| /' "$GUEST_LOG"
     fail "the guest did not print '$1'"
 }
 
