@@ -716,7 +716,7 @@ static void vfio_user_detach_device(VFIODevice *vbasedev)
  * again once, during the downtime.  A server with DMA logging is asked
  * for its log instead (the device's dirty tracking), not this.
  */
-static int vfio_user_set_dirty_page_tracking(const VFIOContainerBase *bcontainer,
+static int vfio_user_set_dirty_page_tracking(const VFIOContainerBase *bc,
                                              bool start, Error **errp)
 {
     return 0;

@@ -46,8 +46,8 @@ static int vfio_user_call(VFIODevice *vbasedev, VFIOUserHdr *msg,
      * not overtake a map the guest made before it (rare: only a memory
      * transaction of more than 64 maps queues any).
      */
-    if (udev->container && vfio_user_container_queued(udev->container) &&
-        !qemu_in_coroutine() && bql_locked()) {
+    if (bql_locked() && !qemu_in_coroutine() && udev->container &&
+        vfio_user_container_queued(udev->container)) {
         vfio_user_container_drain(udev->container);
     }
 
@@ -648,16 +648,32 @@ static int vfio_user_set_irqs(VFIODevice *vbasedev, struct vfio_irq_set *set)
     return ret < 0 && vfio_user_server_lost(vbasedev) ? 0 : ret;
 }
 
+/*
+ * A device that cannot be reset is of no use: its server counts as lost
+ * (reported once; reconnect-ms gets a fresh one).  hw/vfio's migration
+ * aborts QEMU when a reset after a failed state change fails, so this
+ * never fails but during realize.
+ */
 static int vfio_user_device_reset(VFIODevice *vbasedev)
 {
+    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
+    Error *err = NULL;
     VFIOUserHdr msg;
+    int ret;
 
     if (vfio_user_server_lost(vbasedev)) {
         /* A device off the bus: a reconnect restores it from scratch */
         return 0;
     }
     vfio_user_msg_init(&msg, VFIO_USER_DEVICE_RESET, sizeof(msg));
-    return vfio_user_call(vbasedev, &msg, NULL, sizeof(msg), 0);
+    ret = vfio_user_call(vbasedev, &msg, NULL, sizeof(msg), 0);
+    if (ret < 0 && !udev->realizing && bql_locked() &&
+        !vfio_user_server_lost(vbasedev)) {
+        error_setg(&err, "vfio-user server %s: DEVICE_RESET failed: %s",
+                   vfio_user_proxy_name(udev->proxy), strerror(-ret));
+        vfio_user_proxy_lost(udev->proxy, err);
+    }
+    return udev->realizing ? ret : 0;
 }
 
 /* The argsz and flags in front of a DEVICE_FEATURE's data */
@@ -729,8 +745,10 @@ static int vfio_user_dma_logging_start(VFIODevice *vbasedev, uint32_t flags,
 
 /*
  * VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT: the kernel writes the bitmap
- * at an address, the reply carries it.  A report larger than one
- * transfer is asked for in parts of whole 64-bit words of bitmap.
+ * at an address, the reply carries it.  One message per section, however
+ * large (max_data_xfer_size bounds data transfers, not this; libvfio-user
+ * reports only a range that is exactly one of its DMA regions): the
+ * bitmap of 2 TiB is 64 MiB.
  */
 static int vfio_user_dma_logging_report(VFIODevice *vbasedev, uint32_t flags,
                                         struct vfio_device_feature *feature)
@@ -738,10 +756,9 @@ static int vfio_user_dma_logging_report(VFIODevice *vbasedev, uint32_t flags,
     VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
     struct vfio_device_feature_dma_logging_report *rep = (void *)feature->data;
     uint8_t *bitmap = (void *)(uintptr_t)rep->bitmap;
-    uint64_t pgsize = rep->page_size, pages, done, chunk_pages;
+    uint64_t pgsize = rep->page_size, pages, bytes;
     g_autofree uint8_t *reply = NULL;
     VFIOUserDMALoggingReport req, *out;
-    uint32_t max = vfio_user_xfer_max(vbasedev);
     int ret;
 
     if (feature->argsz < sizeof(*feature) + sizeof(*rep) || !pgsize ||
@@ -750,37 +767,34 @@ static int vfio_user_dma_logging_report(VFIODevice *vbasedev, uint32_t flags,
         return -EINVAL;
     }
     pages = rep->length / pgsize;
+    bytes = DIV_ROUND_UP(pages, 64) * 8;
+    if (bytes > VFIO_USER_MAX_DIRTY_BITMAP) {
+        return -E2BIG;
+    }
     if (!udev->container ||
         !vfio_user_container_direct_write(udev->container, rep->iova,
                                           rep->length)) {
         /* Memory the server cannot write but by messages: none dirty */
-        memset(bitmap, 0, DIV_ROUND_UP(pages, 64) * 8);
+        memset(bitmap, 0, bytes);
         return 0;
     }
-    chunk_pages = MAX(64, (uint64_t)max * 8 / 64 * 64);
-    reply = g_malloc(sizeof(*out) + MIN(pages, chunk_pages) / 8 + 8);
+    reply = g_malloc(sizeof(*out) + bytes);
     out = (VFIOUserDMALoggingReport *)reply;
-    for (done = 0; done < pages; done += chunk_pages) {
-        uint64_t n = MIN(pages - done, chunk_pages);
-        uint32_t bytes = DIV_ROUND_UP(n, 64) * 8;
-
-        req.iova = cpu_to_le64(rep->iova + done * pgsize);
-        req.length = cpu_to_le64(n * pgsize);
-        req.page_size = cpu_to_le64(pgsize);
-        ret = vfio_user_feature_msg(vbasedev, flags, &req, sizeof(req), out,
-                                    sizeof(*out) + bytes);
-        if (ret < 0) {
-            return ret;
-        }
-        if (le64_to_cpu(out->iova) != rep->iova + done * pgsize ||
-            le64_to_cpu(out->length) != n * pgsize ||
-            le64_to_cpu(out->page_size) != pgsize) {
-            trace_vfio_user_bad_reply(vbasedev->name, "DMA logging report",
-                                      0);
-            return -EINVAL;
-        }
-        memcpy(bitmap + done / 8, out->bitmap, bytes);
+    req.iova = cpu_to_le64(rep->iova);
+    req.length = cpu_to_le64(rep->length);
+    req.page_size = cpu_to_le64(pgsize);
+    ret = vfio_user_feature_msg(vbasedev, flags, &req, sizeof(req), out,
+                                sizeof(*out) + bytes);
+    if (ret < 0) {
+        return ret;
     }
+    if (le64_to_cpu(out->iova) != rep->iova ||
+        le64_to_cpu(out->length) != rep->length ||
+        le64_to_cpu(out->page_size) != pgsize) {
+        trace_vfio_user_bad_reply(vbasedev->name, "DMA logging report", 0);
+        return -EINVAL;
+    }
+    memcpy(bitmap, out->bitmap, bytes);
     trace_vfio_user_dma_logging_report(vbasedev->name, rep->iova,
                                        rep->length);
     return 0;
@@ -823,6 +837,17 @@ static int vfio_user_device_feature(VFIODevice *vbasedev,
         }
         return op == VFIO_DEVICE_FEATURE_SET &&
                index == VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP ? 0 : -ENOTCONN;
+    }
+    switch (index) {
+    case VFIO_DEVICE_FEATURE_MIGRATION:
+    case VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE:
+    case VFIO_DEVICE_FEATURE_MIG_DATA_SIZE:
+    case VFIO_DEVICE_FEATURE_DMA_LOGGING_START:
+    case VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP:
+    case VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT:
+        break;
+    default:
+        return -ENOTTY;
     }
     if (op & VFIO_DEVICE_FEATURE_PROBE) {
         return vfio_user_feature_msg(vbasedev, flags, NULL, 0, NULL, 0);
@@ -877,9 +902,11 @@ static int vfio_user_device_feature(VFIODevice *vbasedev,
          * so far is the best guess of what stop-and-copy sends, with a
          * floor that keeps hw/vfio's read buffer useful.
          */
-        dsize->stop_copy_length = ret ? MAX(udev->mig_data_read,
-                                            VFIO_USER_MIG_DATA_MIN_ESTIMATE) :
-                                        le64_to_cpu(val);
+        val = ret ? udev->mig_data_read : le64_to_cpu(val);
+        /* A server's 0 would fail hw/vfio's buffer, a huge one overflow */
+        dsize->stop_copy_length = MIN(MAX(val,
+                                          VFIO_USER_MIG_DATA_MIN_ESTIMATE),
+                                      VFIO_USER_MIG_DATA_MAX_ESTIMATE);
         return 0;
     case VFIO_DEVICE_FEATURE_DMA_LOGGING_START:
         if (op != VFIO_DEVICE_FEATURE_SET) {

@@ -97,6 +97,10 @@ struct VFIOUserPCIDevice {
  * send at least (hw/vfio also sizes its read buffer by it).
  */
 #define VFIO_USER_MIG_DATA_MIN_ESTIMATE (64 * KiB)
+/* ... and at most (hw/vfio's own guess when it cannot ask) */
+#define VFIO_USER_MIG_DATA_MAX_ESTIMATE (100 * GiB)
+/* The largest DMA logging bitmap (of 2 TiB of guest memory) we take */
+#define VFIO_USER_MAX_DIRTY_BITMAP      (64 * MiB)
 
 /* Can vfio-user use @addr (a UNIX socket: a path or an fd)? */
 bool vfio_user_pci_socket_usable(SocketAddress *addr, Error **errp);

@@ -378,6 +378,22 @@ static void vfio_user_free_request(VFIOProxy *proxy, VFIOUserRequest *req)
 }
 
 /*
+ * Kick the coroutines waiting on the twin socket in qio_channel_yield():
+ * a shut down socket reads EOF, but a full one does not become writable
+ * (a server that stopped reading would hold the handler forever).  They
+ * try again and fail.  As qio_channel_wake_read(), for writes too.
+ */
+static void vfio_user_twin_wake(QIOChannel *ioc)
+{
+    Coroutine *co = qatomic_xchg(&ioc->write_coroutine, NULL);
+
+    if (co) {
+        aio_co_wake(co);
+    }
+    qio_channel_wake_read(ioc);
+}
+
+/*
  * Drop the channel: every waiter fails at once with @err, queued server
  * requests are dropped, and the coroutines blocked on the socket are
  * kicked; they see the new state and end.  Takes @err.
@@ -396,6 +412,7 @@ static void vfio_user_drop_channel(VFIOProxy *proxy, VFIOProxyState state,
     if (proxy->twin_ioc) {
         qio_channel_shutdown(proxy->twin_ioc, QIO_CHANNEL_SHUTDOWN_BOTH,
                              NULL);
+        vfio_user_twin_wake(proxy->twin_ioc);
     }
 
 restart:
@@ -466,6 +483,18 @@ static bool vfio_user_can_send(VFIOProxy *proxy, unsigned int gen,
     return false;
 }
 
+/* The header of @msg as it goes on the wire (little-endian). */
+static VFIOUserHdr vfio_user_hdr_le(const VFIOUserHdr *msg)
+{
+    return (VFIOUserHdr) {
+        .id = cpu_to_le16(msg->id),
+        .command = cpu_to_le16(msg->command),
+        .size = cpu_to_le32(msg->size),
+        .flags = cpu_to_le32(msg->flags),
+        .error_reply = cpu_to_le32(msg->error_reply),
+    };
+}
+
 /*
  * Write a whole message: header (converted to little-endian) and payload
  * go in one sendmsg() with the descriptors when the socket takes it all.
@@ -476,13 +505,7 @@ static int coroutine_fn vfio_user_co_write(VFIOProxy *proxy,
                                            const int *fds, size_t nfds,
                                            Error **errp)
 {
-    VFIOUserHdr hdr = {
-        .id = cpu_to_le16(msg->id),
-        .command = cpu_to_le16(msg->command),
-        .size = cpu_to_le32(msg->size),
-        .flags = cpu_to_le32(msg->flags),
-        .error_reply = cpu_to_le32(msg->error_reply),
-    };
+    VFIOUserHdr hdr = vfio_user_hdr_le(msg);
     struct iovec iov_buf[] = {
         { .iov_base = &hdr, .iov_len = sizeof(hdr) },
         { .iov_base = (void *)(msg + 1), .iov_len = msg->size - sizeof(hdr) },
@@ -522,13 +545,7 @@ static int coroutine_fn vfio_user_co_write_twin(VFIOProxy *proxy,
                                                 Error **errp)
 {
     QIOChannel *ioc = QIO_CHANNEL(object_ref(proxy->twin_ioc));
-    VFIOUserHdr hdr = {
-        .id = cpu_to_le16(msg->id),
-        .command = cpu_to_le16(msg->command),
-        .size = cpu_to_le32(msg->size),
-        .flags = cpu_to_le32(msg->flags),
-        .error_reply = cpu_to_le32(msg->error_reply),
-    };
+    VFIOUserHdr hdr = vfio_user_hdr_le(msg);
     struct iovec iov[] = {
         { .iov_base = &hdr, .iov_len = sizeof(hdr) },
         { .iov_base = (void *)(msg + 1), .iov_len = msg->size - sizeof(hdr) },

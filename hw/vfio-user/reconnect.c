@@ -25,6 +25,7 @@
 #include "block/aio-wait.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
+#include "migration/misc.h"
 #include "hw/pci/pci.h"
 #include "hw/pci/msi.h"
 #include "hw/qdev-core.h"
@@ -174,6 +175,11 @@ static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
             return false;
         }
     }
+    if (udev->migratable && !vfio_user_proxy_caps(udev->proxy)->migration) {
+        error_setg(errp, "the server does not support migration, which the "
+                   "device had");
+        return false;
+    }
     if (vfio_user_pci_read_ids(udev, ids) < 0) {
         error_setg(errp, "cannot read the config space");
         return false;
@@ -285,6 +291,45 @@ static bool coroutine_fn vfio_user_pci_co_restore_config(
  * interrupt eventfds and vector masks (so that an interrupt the device
  * raises once enabled is not lost), then the config space.
  */
+/*
+ * The device's migration state as hw/vfio knows it: a stopped VM's device
+ * stops on the new server too.  A migration in progress cannot go on (the
+ * new server has neither the old one's data stream nor its DMA log): it
+ * fails, and hw/vfio puts the device back to RUNNING as after any failed
+ * migration.
+ */
+static bool coroutine_fn vfio_user_pci_co_restore_migration(
+    VFIOUserPCIDevice *udev, Error **errp)
+{
+    VFIODevice *vbasedev = &udev->parent_obj.vbasedev;
+    VFIOMigration *migration = vbasedev->migration;
+    uint64_t buf[2] = { };
+    struct vfio_device_feature *feature = (void *)buf;
+    struct vfio_device_feature_mig_state *state = (void *)feature->data;
+    Error *err = NULL;
+    int ret;
+
+    if (!migration || migration->device_state == VFIO_DEVICE_STATE_RUNNING) {
+        return true;
+    }
+    if (migration->device_state != VFIO_DEVICE_STATE_STOP) {
+        error_setg(&err, "vfio-user-pci %s: the server was lost during the "
+                   "migration", vbasedev->name);
+        migration_file_set_error(-ECONNRESET, err);
+        return true;
+    }
+    feature->argsz = sizeof(buf);
+    feature->flags = VFIO_DEVICE_FEATURE_SET |
+                     VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE;
+    state->device_state = VFIO_DEVICE_STATE_STOP;
+    ret = vbasedev->io_ops->device_feature(vbasedev, feature);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "cannot stop the device as the VM is");
+        return false;
+    }
+    return true;
+}
+
 static bool coroutine_fn vfio_user_pci_co_restore(VFIOUserPCIDevice *udev,
                                                   Error **errp)
 {
@@ -311,7 +356,7 @@ static bool coroutine_fn vfio_user_pci_co_restore(VFIOUserPCIDevice *udev,
             return false;
         }
         if (!udev->reconnect_dirty) {
-            return true;
+            return vfio_user_pci_co_restore_migration(udev, errp);
         }
     }
     error_setg(errp, "the guest kept changing the device's interrupts");

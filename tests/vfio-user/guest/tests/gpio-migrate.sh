@@ -13,12 +13,7 @@ lines() {
     done
     echo "$v"
 }
-before=$(ls /sys/class/gpio)
-echo $base > /sys/class/gpio/export || return 1
-out=
-for e in $(ls /sys/class/gpio); do
-    echo "$before" | grep -qx "$e" || out=$e
-done
+out=$(gpio_export 0)
 [ -n "$out" ] && echo 1 > /sys/class/gpio/$out/value || {
     echo "gpio: cannot set output line 0"; return 1; }
 v=$(lines)

@@ -15,18 +15,23 @@ done
 base=$(cat $chip/base)
 ngpio=$(cat $chip/ngpio)
 echo "$(basename $chip): label $(cat $chip/label), base $base, $ngpio lines"
-vals=
-names=
-# Lines 16..31 are the inputs of the IDIO-16.  A line the chip names is
-# exported under its name, so find the new directory.
-for i in 16 17 18 19 20 21 22 23; do
-    n=$((base + i))
+# gpio_export N: export line N of the chip and print its sysfs name (a
+# line the chip names is exported under its name: the new directory).
+gpio_export() {
+    local before e line=
     before=$(ls /sys/class/gpio)
-    echo $n > /sys/class/gpio/export || return 1
-    line=
+    echo $(($base + $1)) > /sys/class/gpio/export || return 1
     for e in $(ls /sys/class/gpio); do
         echo "$before" | grep -qx "$e" || line=$e
     done
+    echo "$line"
+}
+vals=
+names=
+# Lines 16..31 are the inputs of the IDIO-16.
+for i in 16 17 18 19 20 21 22 23; do
+    n=$((base + i))
+    line=$(gpio_export $i) || return 1
     if [ -z "$line" ] || [ ! -f /sys/class/gpio/$line/value ]; then
         echo "gpio $n: no sysfs line"
         return 1
