@@ -47,18 +47,19 @@ migrate_once() {
     start_guest idle 300 "${dev_a[@]}" \
         -qmp unix:"$TMP/src.qmp",server=on,wait=off
     src_pid=$GUEST_PID
+    PIDS+=($src_pid)
     wait_guest_log "idle: up" 200
     GUEST_LOG=$TMP/dst.log
     start_guest idle 300 "${dev_b[@]}" \
         -qmp unix:"$TMP/dst.qmp",server=on,wait=off \
         -incoming unix:"$TMP/mig.sock"
+    PIDS+=($GUEST_PID)
     wait_for_file_socket "$TMP/dst.qmp" || fail "the destination did not start"
     "$QMP" "$TMP/src.qmp" migrate '{"uri": "unix:'"$TMP"'/mig.sock"}' > /dev/null
     r=$("$QMP" "$TMP/src.qmp" --wait-migration) || fail "migration failed: $r"
     echo "$r" | python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["downtime"], r["total-time"])' >> "$TMP/$tag"
     "$QMP" "$TMP/src.qmp" quit > /dev/null 2>&1 || true
     "$QMP" "$TMP/dst.qmp" quit > /dev/null 2>&1 || true
-    wait "$src_pid" "$GUEST_PID" 2>/dev/null || true
     wait "${PIDS[@]}" 2>/dev/null || true
     PIDS=()
 }

@@ -30,6 +30,8 @@
  */
 
 #include "qemu/osdep.h"
+#include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include "qapi/error.h"
@@ -124,7 +126,18 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void report(const char *mode, double *us, int n)
+/* The CPU time of this process (all its threads) so far, microseconds */
+static double cpu_us(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec * 1e6 + ru.ru_utime.tv_usec +
+           ru.ru_stime.tv_sec * 1e6 + ru.ru_stime.tv_usec;
+}
+
+/* median, mean, p99 and CPU time (@cpu in all) per round trip */
+static void report(const char *mode, double *us, int n, double cpu)
 {
     double sum = 0;
     int i;
@@ -133,7 +146,8 @@ static void report(const char *mode, double *us, int n)
         sum += us[i];
     }
     qsort(us, n, sizeof(*us), cmp_double);
-    printf("%s %.2f %.2f %.2f\n", mode, us[n / 2], sum / n, us[n * 99 / 100]);
+    printf("%s %.2f %.2f %.2f %.2f\n", mode, us[n / 2], sum / n,
+           us[n * 99 / 100], cpu / n);
     fflush(stdout);
     g_free(us);
 }
@@ -252,6 +266,7 @@ int main(int argc, char **argv)
     };
     double *us[NMODES];
     bool run[NMODES];
+    double cpu[NMODES] = { };
     pid_t pid;
     int i, r, n;
 
@@ -267,6 +282,14 @@ int main(int argc, char **argv)
         return 1;
     }
     pid = fork();
+    if (getenv("SPLIT_CPUS")) {
+        /* The server on CPU 1, the client on CPU 0 */
+        cpu_set_t set;
+
+        CPU_ZERO(&set);
+        CPU_SET(pid == 0 ? 1 : 0, &set);
+        sched_setaffinity(0, sizeof(set), &set);
+    }
     if (pid == 0) {
         close(raw[1]);
         close(px[1]);
@@ -282,6 +305,11 @@ int main(int argc, char **argv)
     qemu_init_main_loop(&error_abort);
 
     proxy = vfio_user_proxy_new(NULL, NULL, NULL);
+    if (getenv("POLL_MAX_NS")) {
+        vfio_user_proxy_set_poll_max_ns(proxy,
+                                        strtoull(getenv("POLL_MAX_NS"),
+                                                 NULL, 0));
+    }
     addr.u.fd.str = g_strdup_printf("%d", px[1]);
     vfio_user_proxy_connect(proxy, &addr, &error_abort);
     g_free(addr.u.fd.str);
@@ -291,25 +319,37 @@ int main(int argc, char **argv)
         us[i] = g_new(double, n * ROUNDS);
     }
     for (r = 0; r < ROUNDS; r++) {
+        double c;
+
+        c = cpu_us();
         if (run[0]) {
             measure(raw_rtt, &raw[1], us[0] + r * n, n);
         }
+        cpu[0] += cpu_us() - c;
+        c = cpu_us();
         if (run[1]) {
             measure(proxy_rtt, NULL, us[1] + r * n, n);
         }
+        cpu[1] += cpu_us() - c;
+        c = cpu_us();
         if (run[2]) {
             run_vcpu(false, false, us[2] + r * n, n);
         }
+        cpu[2] += cpu_us() - c;
+        c = cpu_us();
         if (run[3]) {
             run_vcpu(true, false, us[3] + r * n, n);
         }
+        cpu[3] += cpu_us() - c;
+        c = cpu_us();
         if (run[4]) {
             run_vcpu(false, true, us[4] + r * n, n);
         }
+        cpu[4] += cpu_us() - c;
     }
     for (i = 0; i < NMODES; i++) {
         if (run[i]) {
-            report(modes[i], us[i], n * ROUNDS);
+            report(modes[i], us[i], n * ROUNDS, cpu[i]);
         } else {
             g_free(us[i]);
         }

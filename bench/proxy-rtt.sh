@@ -43,28 +43,35 @@ subprocess.run(link, cwd=qbuild, check=True)
 PY
 
 run() {
-    # mode median mean p99, one line each
+    # mode median mean p99 cpu, one line each
     "$@" "$out/proxy-rtt" "$iterations"
 }
 
 pinned=$(run taskset -c 0)
 unpinned=$(run)
+split=$(SPLIT_CPUS=1 run)
 
-printf '%-10s | %-28s | %-28s\n' "" "same CPU (taskset -c 0)" "unpinned"
-printf '%-10s | %8s %8s %8s  | %8s %8s %8s\n' mode median mean p99 \
-    median mean p99
+printf '%-10s | %-30s | %-30s | %-30s\n' "" "same CPU (taskset -c 0)" "unpinned" \
+    "client CPU 0, server CPU 1"
+printf '%-10s |%s |%s |%s\n' mode "$(printf ' %7s' median mean p99 cpu)" \
+    "$(printf ' %7s' median mean p99 cpu)" "$(printf ' %7s' median mean p99 cpu)"
 for mode in raw main vcpu-poll vcpu-sem vcpu-bql; do
-    p=$(echo "$pinned" | awk -v m=$mode '$1 == m { print $2, $3, $4 }')
-    u=$(echo "$unpinned" | awk -v m=$mode '$1 == m { print $2, $3, $4 }')
-    printf '%-10s | %8s %8s %8s  | %8s %8s %8s\n' $mode $p $u
+    printf '%-10s |' $mode
+    for set in "$pinned" "$unpinned" "$split"; do
+        printf ' %7s' $(echo "$set" | awk -v m=$mode '$1 == m { print $2, $3, $4, $5 }')
+        printf ' |'
+    done
+    echo
 done
-echo "(microseconds per round trip, $iterations round trips each)"
+echo "(microseconds per round trip, $iterations round trips each; cpu: the"
+echo "client process's CPU time per round trip, all its threads)"
 for mode in main vcpu-poll vcpu-sem vcpu-bql; do
-    awk -v m=$mode -v p="$pinned" -v u="$unpinned" 'BEGIN {
-        split(p, pl, "\n"); split(u, ul, "\n");
+    awk -v m=$mode -v p="$pinned" -v u="$unpinned" -v s="$split" 'BEGIN {
+        split(p, pl, "\n"); split(u, ul, "\n"); split(s, sl, "\n");
         for (i in pl) { split(pl[i], f, " "); pm[f[1]] = f[2] }
         for (i in ul) { split(ul[i], f, " "); um[f[1]] = f[2] }
-        printf "ratio %s/raw (median): same CPU %.2f, unpinned %.2f\n",
-            m, pm[m] / pm["raw"], um[m] / um["raw"]
+        for (i in sl) { split(sl[i], f, " "); sm[f[1]] = f[2] }
+        printf "ratio %s/raw (median): same CPU %.2f, unpinned %.2f, split %.2f\n",
+            m, pm[m] / pm["raw"], um[m] / um["raw"], sm[m] / sm["raw"]
     }'
 done

@@ -39,6 +39,7 @@ struct VFIOUserPCIDevice {
     /* Properties */
     SocketAddress *socket;
     uint32_t msg_timeout;
+    uint64_t poll_max_ns;
     bool no_dirty_tracking;
     bool no_posted_writes;
     uint32_t class_code;

@@ -245,6 +245,7 @@ static bool vfio_user_pci_connect(VFIOUserPCIDevice *udev, Error **errp)
     }
     udev->proxy = vfio_user_proxy_new(NULL, &vfio_user_pci_proxy_ops, udev);
     vfio_user_proxy_set_timeout(udev->proxy, udev->msg_timeout);
+    vfio_user_proxy_set_poll_max_ns(udev->proxy, udev->poll_max_ns);
     return vfio_user_proxy_connect(udev->proxy, addr, errp) == 0;
 }
 
@@ -658,6 +659,8 @@ static const Property vfio_user_pci_properties[] = {
     DEFINE_PROP_UINT32("x-pci-class-code", VFIOUserPCIDevice, class_code,
                        PCI_ANY_ID),
     DEFINE_PROP_UINT32("reconnect-ms", VFIOUserPCIDevice, reconnect_ms, 0),
+    DEFINE_PROP_UINT64("x-poll-max-ns", VFIOUserPCIDevice, poll_max_ns,
+                       VFIO_USER_DEFAULT_POLL_MAX_NS),
     DEFINE_PROP_ON_OFF_AUTO("enable-migration", VFIOUserPCIDevice,
                             enable_migration, ON_OFF_AUTO_AUTO),
     DEFINE_PROP_BOOL("x-no-dirty-tracking", VFIOUserPCIDevice,
@@ -686,6 +689,9 @@ static void vfio_user_pci_class_init(ObjectClass *klass, void *data)
         "Wait for the server to complete each MMIO write (DEBUG)");
     object_class_property_set_description(klass, "x-pci-class-code",
         "Override the PCI class code (24 bits) with this value");
+    object_class_property_set_description(klass, "x-poll-max-ns",
+        "Longest time, in ns, a vCPU waiting for a reply busy-polls the "
+        "socket before it sleeps (adaptive; 0 never polls)");
     object_class_property_set_description(klass, "enable-migration",
         "auto (the default): the device migrates if its server supports "
         "migration, else it blocks migration; on: fail if the server does "

@@ -98,6 +98,17 @@ typedef struct VFIOUserProxyOps {
     void (*failed)(void *opaque, const Error *err);
 } VFIOUserProxyOps;
 
+/*
+ * The default longest time a thread waiting for a reply busy-polls the
+ * socket before it sleeps (x-poll-max-ns; 0 never polls).
+ */
+#define VFIO_USER_DEFAULT_POLL_MAX_NS   100000
+
+/**
+ * vfio_user_proxy_set_poll_max_ns: cap adaptive polling (0: off)
+ */
+void vfio_user_proxy_set_poll_max_ns(VFIOProxy *proxy, uint64_t max_ns);
+
 /* The default reply timeout: see docs/devel/vfio-user.rst. */
 #define VFIO_USER_DEFAULT_TIMEOUT_MS    5000
 
