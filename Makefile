@@ -15,7 +15,7 @@ export CCACHE_BASEDIR := $(BUILD)
 export CCACHE_NOHASHDIR := 1
 
 .PHONY: all build setup deps check check-patches export-patches series \
-        check-series check-ubsan demo bench clean distclean help
+        check-series check-ubsan demo bench bench-peers clean distclean help
 
 all: build
 
@@ -79,6 +79,10 @@ demo: build
 
 bench: build
 	@$(TOP)/bench/run
+
+# The benchmark peer (bench/peers.pin): QEMU 10.2's upstream client.
+bench-peers: deps
+	@$(TOP)/scripts/bench-peers $(TOP)
 
 clean:
 	@if [ -f $(QBUILD)/build.ninja ]; then $(NINJA) -C $(QBUILD) clean >/dev/null; fi

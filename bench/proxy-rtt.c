@@ -36,6 +36,7 @@
 #include <sys/wait.h>
 #include "qapi/error.h"
 #include "qemu/main-loop.h"
+#include "qemu/cutils.h"
 #include "qemu/module.h"
 #include "qemu/sockets.h"
 #include "qemu/thread.h"
@@ -306,9 +307,10 @@ int main(int argc, char **argv)
 
     proxy = vfio_user_proxy_new(NULL, NULL, NULL);
     if (getenv("POLL_MAX_NS")) {
-        vfio_user_proxy_set_poll_max_ns(proxy,
-                                        strtoull(getenv("POLL_MAX_NS"),
-                                                 NULL, 0));
+        uint64_t max_ns = 0;
+
+        qemu_strtou64(getenv("POLL_MAX_NS"), NULL, 0, &max_ns);
+        vfio_user_proxy_set_poll_max_ns(proxy, max_ns);
     }
     addr.u.fd.str = g_strdup_printf("%d", px[1]);
     vfio_user_proxy_connect(proxy, &addr, &error_abort);

@@ -574,6 +574,10 @@ static int vfio_user_region_write(VFIODevice *vbasedev, unsigned int index,
         }
         return size;
     }
+    if (!QLIST_EMPTY(&udev->ioeventfds) &&
+        vfio_user_pci_ioeventfd_write(udev, index, off, size, data)) {
+        return size;
+    }
     if (post && !udev->no_posted_writes) {
         flags |= VFIO_USER_SEND_NO_REPLY;
     }

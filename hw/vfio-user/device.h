@@ -32,6 +32,10 @@ OBJECT_DECLARE_SIMPLE_TYPE(VFIOUserPCIDevice, VFIO_USER_PCI)
 #define VFIO_USER_MAX_REGION_SIZE       (1ULL << 40)
 /* The largest region info (with its capabilities) we accept. */
 #define VFIO_USER_MAX_REGION_INFO       4096
+/* The most ioeventfds a region may have (hw/vfio-user/ioeventfd.c) */
+#define VFIO_USER_MAX_IOEVENTFDS        64
+
+typedef struct VFIOUserIOEventFD VFIOUserIOEventFD;
 
 struct VFIOUserPCIDevice {
     VFIOPCIDevice parent_obj;
@@ -91,6 +95,9 @@ struct VFIOUserPCIDevice {
     uint64_t mig_data_read;
     /* How the guest memory the server writes is tracked (trace, HMP) */
     const char *dirty_mode;
+
+    /* The server's region ioeventfds in use (hw/vfio-user/ioeventfd.c) */
+    QLIST_HEAD(, VFIOUserIOEventFD) ioeventfds;
 };
 
 /*
@@ -112,6 +119,16 @@ void vfio_user_pci_read_irq_counts(VFIOUserPCIDevice *udev, int64_t *counts);
 void vfio_user_pci_disconnected(VFIOUserPCIDevice *udev, const Error *err);
 void vfio_user_pci_schedule_reconnect(VFIOUserPCIDevice *udev);
 void vfio_user_pci_cancel_reconnect(VFIOUserPCIDevice *udev, bool wait);
+
+/* hw/vfio-user/ioeventfd.c */
+bool vfio_user_pci_ioeventfds_setup(VFIOUserPCIDevice *udev);
+void vfio_user_pci_ioeventfds_exit(VFIOUserPCIDevice *udev);
+bool vfio_user_pci_ioeventfd_write(VFIOUserPCIDevice *udev,
+                                   unsigned int index, uint64_t off,
+                                   uint32_t size, const void *data);
+
+/* hw/vfio-user/pci.c: ask a (new) server for its ioeventfds again */
+void vfio_user_pci_refresh_ioeventfds(VFIOUserPCIDevice *udev);
 
 /* The vfio-user implementation of VFIODeviceIOOps (hw/vfio-user/device.c) */
 extern const VFIODeviceIOOps vfio_user_device_io_ops;

@@ -142,7 +142,9 @@ static bool vfio_user_pci_has_mmaps(VFIOPCIDevice *vdev)
 static void vfio_user_pci_setup_posted_writes(VFIOUserPCIDevice *udev)
 {
     VFIOPCIDevice *vdev = &udev->parent_obj;
-    bool post = !udev->no_posted_writes && !vfio_user_pci_has_mmaps(vdev);
+    /* A doorbell on an eventfd must not overtake a write in the socket */
+    bool post = !udev->no_posted_writes && !vfio_user_pci_has_mmaps(vdev) &&
+                QLIST_EMPTY(&udev->ioeventfds);
     int i;
 
     for (i = 0; i < PCI_ROM_SLOT; i++) {
@@ -247,6 +249,13 @@ static bool vfio_user_pci_connect(VFIOUserPCIDevice *udev, Error **errp)
     vfio_user_proxy_set_timeout(udev->proxy, udev->msg_timeout);
     vfio_user_proxy_set_poll_max_ns(udev->proxy, udev->poll_max_ns);
     return vfio_user_proxy_connect(udev->proxy, addr, errp) == 0;
+}
+
+void vfio_user_pci_refresh_ioeventfds(VFIOUserPCIDevice *udev)
+{
+    vfio_user_pci_ioeventfds_exit(udev);
+    vfio_user_pci_ioeventfds_setup(udev);
+    vfio_user_pci_setup_posted_writes(udev);
 }
 
 /* A migration blocker naming the device and why it cannot migrate */
@@ -393,6 +402,7 @@ static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
         goto error;
     }
     vfio_pci_bars_register(vdev);
+    vfio_user_pci_ioeventfds_setup(udev);
     vfio_user_pci_setup_posted_writes(udev);
     if (!vfio_pci_add_capabilities(vdev, errp)) {
         goto out_teardown;
@@ -417,6 +427,7 @@ out_deregister:
     vfio_pci_interrupt_teardown(vdev);
 out_teardown:
     vfio_pci_teardown_msi(vdev);
+    vfio_user_pci_ioeventfds_exit(udev);
     vfio_pci_bars_exit(vdev);
 error:
     if (connected) {
@@ -442,6 +453,7 @@ static void vfio_user_pci_exit(PCIDevice *pdev)
     vfio_user_pci_cancel_reconnect(udev, true);
     /* A hung server holds unplug up for one reply timeout, not more */
     vfio_user_proxy_begin_teardown(udev->proxy);
+    vfio_user_pci_ioeventfds_exit(udev);
     base->exit(pdev);
     /* Unmap guest memory while the server can still hear it. */
     vfio_user_detach_device_common(&udev->parent_obj.vbasedev);

@@ -356,6 +356,8 @@ static bool coroutine_fn vfio_user_pci_co_restore(VFIOUserPCIDevice *udev,
             return false;
         }
         if (!udev->reconnect_dirty) {
+            /* The old server's eventfds reach nobody */
+            vfio_user_pci_refresh_ioeventfds(udev);
             return vfio_user_pci_co_restore_migration(udev, errp);
         }
     }

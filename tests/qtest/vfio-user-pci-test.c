@@ -2082,20 +2082,33 @@ static void test_reconnect_unplug(void)
 #define PEER_DMA_DIRECT     0
 #define PEER_DMA_MSG        8192
 
-/* A sample of the newer libvfio-user (build/peers, see tests/vfio-user/). */
-static Server *peer_start(const char *name)
+/*
+ * A sample of the newer libvfio-user (build/peers, see tests/vfio-user/),
+ * with option @opt.
+ */
+static Server *peer_start_opt(const char *name, const char *opt)
 {
     Server *s = server_new("peer.sock");
     g_autofree char *rel = g_strdup_printf(
         "../../peers/libvfio-user/build/samples/%s", name);
     g_autofree char *bin = build_path(rel);
-    char *argv[] = { bin, (char *)"-v", s->sock, NULL };
+    char *argv[] = { bin, (char *)opt, s->sock, NULL };
+
+    if (!opt) {
+        argv[1] = s->sock;
+        argv[2] = NULL;
+    }
 
     if (!g_file_test(bin, G_FILE_TEST_IS_EXECUTABLE)) {
         g_error("%s is not built (tests/vfio-user/peers/build-libvfio-user)",
                 bin);
     }
     return server_spawn(argv, s);
+}
+
+static Server *peer_start(const char *name)
+{
+    return peer_start_opt(name, "-v");
 }
 
 /* A QEMU for migrations, its device on @s; @extra: more options. */
@@ -2423,7 +2436,9 @@ static void test_migrate_cancel(void)
     g_assert_cmpstr(status, ==, "active");
     qtest_qmp_assert_success(src, "{'execute': 'migrate_cancel'}");
     mig_wait_status(src, "cancelled");
+    /* The destination fails the load and exits by itself */
     qtest_set_expected_status(dst, 1);
+    qtest_wait_qemu(dst);
     qtest_quit(dst);
 
     g_assert(vm_running(src));
@@ -2470,7 +2485,9 @@ static void test_migrate_fail(const char *src_mode, const char *dst_mode)
     status = mig_wait_end(src, &err);
     g_test_message("migration %s: %s", status, err ?: "");
     g_assert_cmpstr(status, ==, "failed");
+    /* The destination fails the load and exits by itself */
     qtest_set_expected_status(dst, 1);
+    qtest_wait_qemu(dst);
     qtest_quit(dst);
     g_assert(vm_running(src));
 
@@ -2549,6 +2566,52 @@ static void test_migrate_back_and_forth(void)
     server_free(s);
 }
 
+/* -- region ioeventfds (DEVICE_GET_REGION_IO_FDS) ---------------------- */
+
+/* Wait (at most 5 s) until the server's log has @what. */
+static bool server_log_wait(Server *s, const char *what)
+{
+    int i;
+
+    for (i = 0; i < 500; i++) {
+        if (file_contains(s->log, what)) {
+            return true;
+        }
+        g_usleep(10 * 1000);
+    }
+    return false;
+}
+
+/*
+ * The newer libvfio-user's shadow_ioeventfd_server gives BAR0 offset 0
+ * (4 bytes) an ioeventfd, with shadow memory or plain (-p): a guest write
+ * there reaches the server through the eventfd (with the value in the
+ * shadow memory), not as a message; other writes still come as messages.
+ */
+static void test_ioeventfd(const void *opaque)
+{
+    bool plain = opaque != NULL;
+    g_autoptr(Server) s = peer_start_opt("shadow_ioeventfd_server",
+                                         plain ? "-p" : NULL);
+    QTestState *qts = client_start(s, NULL);
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+
+    qpci_io_writel(dev, bar0, 0, 0x12345678);
+    g_assert(server_log_wait(s, plain ?
+                             "bar0: ioeventfd signalled 1 times" :
+                             "bar0: ioeventfd signalled 1 times, shadow "
+                             "0x12345678"));
+    /* Another offset, another size: messages */
+    qpci_io_writel(dev, bar0, 4, 0xcafe);
+    g_assert(server_log_wait(s, "message write of 4 bytes at 0x4: 0xcafe"));
+    qpci_io_writew(dev, bar0, 0, 0xbeef);
+    g_assert(server_log_wait(s, "message write of 2 bytes at 0: 0xbeef"));
+    g_assert(!file_contains(s->log, "message write of 4 bytes at 0:"));
+    client_end(qts, bus, dev, bar0);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -2587,6 +2650,10 @@ int main(int argc, char **argv)
     qtest_add_func("/vfio-user-pci/reconnect/fd", test_reconnect_fd);
     qtest_add_func("/vfio-user-pci/reconnect/unplug", test_reconnect_unplug);
     qtest_add_func("/vfio-user-pci/hotplug", test_hotplug);
+    qtest_add_data_func("/vfio-user-pci/ioeventfd/shadow", NULL,
+                        test_ioeventfd);
+    qtest_add_data_func("/vfio-user-pci/ioeventfd/plain", "plain",
+                        test_ioeventfd);
     qtest_add_func("/vfio-user-pci/migration/server", test_migrate_server);
     qtest_add_func("/vfio-user-pci/migration/server-fallback",
                    test_migrate_server_fallback);
