@@ -1795,7 +1795,13 @@ static void vfio_user_poll_account(VFIOProxy *proxy, int64_t elapsed)
  */
 static bool vfio_user_poll_reply(VFIOProxy *proxy)
 {
-    struct pollfd pfd = { .fd = proxy->fd, .events = POLLIN };
+    /* The main socket, and the twin, where the server's requests come */
+    struct pollfd pfd[2] = {
+        { .fd = proxy->fd, .events = POLLIN },
+        { .fd = proxy->twin_ioc && !proxy->twin_paused ?
+                QIO_CHANNEL_SOCKET(proxy->twin_ioc)->fd : -1,
+          .events = POLLIN },
+    };
     int64_t start, elapsed;
     bool polling;
     int ret;
@@ -1811,15 +1817,15 @@ static bool vfio_user_poll_reply(VFIOProxy *proxy)
     }
     if (polling) {
         do {
-            ret = poll(&pfd, 1, 0);
+            ret = poll(pfd, 2, 0);
             if (ret > 0) {
-                goto readable;
+                goto ready;
             }
             /* Let the server run if it shares our CPU */
             sched_yield();
         } while (get_clock() - start < proxy->poll_ns);
     }
-    ret = RETRY_ON_EINTR(poll(&pfd, 1, VFIO_USER_POLL_SLICE_MS));
+    ret = RETRY_ON_EINTR(poll(pfd, 2, VFIO_USER_POLL_SLICE_MS));
     if (ret <= 0) {
         if (polling) {
             vfio_user_poll_adapt(proxy, INT64_MAX);
@@ -1827,7 +1833,17 @@ static bool vfio_user_poll_reply(VFIOProxy *proxy)
         aio_poll(proxy->ctx, false);
         return true;
     }
-readable:
+ready:
+    if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+        /*
+         * A request of the server on the twin socket (it may wait for our
+         * answer before it answers us): its receiver runs in the
+         * AioContext, which the main loop cannot run while we hold the
+         * BQL.
+         */
+        aio_poll(proxy->ctx, false);
+        return true;
+    }
     elapsed = get_clock() - start;
     if (polling) {
         vfio_user_poll_adapt(proxy, elapsed);

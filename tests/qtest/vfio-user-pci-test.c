@@ -1522,6 +1522,10 @@ static void test_edu_dma_remap(void)
         }
     }
     g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
+    /* The server closes an unmapped region's fd after an RCU grace period */
+    for (int i = 0; i < 100 && count_fds(s->pid) > sfds0; i++) {
+        g_usleep(10 * 1000);
+    }
     g_assert_cmpint(count_fds(s->pid), <=, sfds0);
 
     qpci_iounmap(dev, bar0);
