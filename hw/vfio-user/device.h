@@ -45,6 +45,7 @@ struct VFIOUserPCIDevice {
     uint32_t msg_timeout;
     uint64_t poll_max_ns;
     bool no_dirty_tracking;
+    bool no_ioeventfds;
     bool no_posted_writes;
     uint32_t class_code;
     uint32_t reconnect_ms;

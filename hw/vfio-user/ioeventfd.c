@@ -275,7 +275,7 @@ bool vfio_user_pci_ioeventfds_setup(VFIOUserPCIDevice *udev)
     VFIOPCIDevice *vdev = &udev->parent_obj;
     int i;
 
-    for (i = 0; i < PCI_ROM_SLOT; i++) {
+    for (i = 0; !udev->no_ioeventfds && i < PCI_ROM_SLOT; i++) {
         VFIORegion *region = &vdev->bars[i].region;
 
         if (region->size && region->mem && !region->nr_mmaps) {

@@ -677,6 +677,8 @@ static const Property vfio_user_pci_properties[] = {
                             enable_migration, ON_OFF_AUTO_AUTO),
     DEFINE_PROP_BOOL("x-no-dirty-tracking", VFIOUserPCIDevice,
                      no_dirty_tracking, false),
+    DEFINE_PROP_BOOL("x-no-ioeventfds", VFIOUserPCIDevice, no_ioeventfds,
+                     false),
 };
 
 static void vfio_user_pci_class_init(ObjectClass *klass, void *data)
@@ -708,6 +710,9 @@ static void vfio_user_pci_class_init(ObjectClass *klass, void *data)
         "auto (the default): the device migrates if its server supports "
         "migration, else it blocks migration; on: fail if the server does "
         "not; off: block migration");
+    object_class_property_set_description(klass, "x-no-ioeventfds",
+        "Do not use the server's region ioeventfds: every MMIO write is a "
+        "message (DEBUG, benchmarks)");
     object_class_property_set_description(klass, "x-no-dirty-tracking",
         "Do not track what the server writes to guest memory during "
         "migration: it is lost (DEBUG, tests only)");

@@ -1867,6 +1867,14 @@ static int vfio_user_run(VFIOUserCall *call, bool unlock)
     QemuSemaphore sem;
     bool bql;
 
+    if (home && !unlock && (call->flags & VFIO_USER_SEND_NO_REPLY)) {
+        /* Posted: done once sent, nothing to poll for */
+        aio_co_enter(ctx, co);
+        while (!call->done) {
+            aio_poll(ctx, true);
+        }
+        return call->ret;
+    }
     if (home && !unlock) {
         VFIOProxy *proxy = call->proxy;
 

@@ -2088,7 +2088,7 @@ static void test_reconnect_unplug(void)
 
 /*
  * A sample of the newer libvfio-user (build/peers, see tests/vfio-user/),
- * with option @opt.
+ * verbose, with option @opt.
  */
 static Server *peer_start_opt(const char *name, const char *opt)
 {
@@ -2096,11 +2096,11 @@ static Server *peer_start_opt(const char *name, const char *opt)
     g_autofree char *rel = g_strdup_printf(
         "../../peers/libvfio-user/build/samples/%s", name);
     g_autofree char *bin = build_path(rel);
-    char *argv[] = { bin, (char *)opt, s->sock, NULL };
+    char *argv[] = { bin, (char *)"-v", (char *)opt, s->sock, NULL };
 
     if (!opt) {
-        argv[1] = s->sock;
-        argv[2] = NULL;
+        argv[2] = s->sock;
+        argv[3] = NULL;
     }
 
     if (!g_file_test(bin, G_FILE_TEST_IS_EXECUTABLE)) {
@@ -2112,7 +2112,7 @@ static Server *peer_start_opt(const char *name, const char *opt)
 
 static Server *peer_start(const char *name)
 {
-    return peer_start_opt(name, "-v");
+    return peer_start_opt(name, NULL);
 }
 
 /* A QEMU for migrations, its device on @s; @extra: more options. */
