@@ -7,21 +7,25 @@
  * ioeventfds are registered with memory_region_add_eventfd() on the BAR;
  * "shadow" ioeventfds (the value goes to a shadow memory the server
  * mapped, then the eventfd is signalled: a KVM extension) are emulated
- * here, on the write path.  ioregionfds are refused (not used).  Every
+ * here, on the write path: pwrite() to the shadow memory's file (not a
+ * mapping of ours, which a server shrinking the file would turn into
+ * SIGBUS), then the signal.  ioregionfds are refused (not used).  Every
  * field of the reply is checked; what does not pass is not used, and
  * the device works with messages as before.
  *
  * Ordering: a doorbell signalled on an eventfd could overtake a write
  * still on its way in the socket, which PCI forbids; a device with
  * ioeventfds therefore has no posted writes (pci.c), so every earlier
- * write is done before the guest's next access.
+ * write is done before the doorbell.  The other way round, an access
+ * after a doorbell may be served before the server has read its eventfd,
+ * as with KVM ioeventfds for any device: a server gives ioeventfds to
+ * doorbells whose effect the guest does not read back at once.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
 #include "qemu/osdep.h"
 #include <linux/vfio.h>
-#include <sys/mman.h>
 
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
@@ -50,10 +54,9 @@ struct VFIOUserIOEventFD {
     EventNotifier notifier;
     /* Registered with memory_region_add_eventfd() (plain ones) */
     MemoryRegion *mr;
-    /* Shadow memory (mapped) and where the value goes, or NULL */
-    void *shadow_map;
-    size_t shadow_len;
-    uint8_t *shadow;
+    /* The shadow memory's file and where the value goes, or -1 */
+    int shadow_fd;
+    uint64_t shadow_offset;
 };
 
 static bool vfio_user_is_eventfd(int fd)
@@ -71,8 +74,8 @@ static void vfio_user_ioeventfd_free(VFIOUserIOEventFD *e)
         memory_region_del_eventfd(e->mr, e->offset, e->size, e->match,
                                   e->data, &e->notifier);
     }
-    if (e->shadow_map) {
-        munmap(e->shadow_map, e->shadow_len);
+    if (e->shadow_fd >= 0) {
+        close(e->shadow_fd);
     }
     event_notifier_cleanup(&e->notifier);
     g_free(e);
@@ -88,33 +91,41 @@ void vfio_user_pci_ioeventfds_exit(VFIOUserPCIDevice *udev)
     }
 }
 
-/* Map the @len bytes at @offset of @fd, writable, or NULL. */
-static uint8_t *vfio_user_map_shadow(VFIOUserIOEventFD *e, int fd,
-                                     uint64_t offset, uint32_t len)
+/* Can the value of an access of @len bytes go at @offset of @fd? */
+static bool vfio_user_shadow_ok(int fd, uint64_t offset, uint32_t len)
 {
-    uint64_t page = qemu_real_host_page_size();
-    uint64_t start = QEMU_ALIGN_DOWN(offset, page);
     struct stat st;
-    void *p;
 
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-        offset + len < offset || offset + len > st.st_size) {
-        return NULL;
+    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+           offset + len >= offset && offset + len <= st.st_size;
+}
+
+/* Does [@offset, @offset + @size) of region @index meet an ioeventfd? */
+static bool vfio_user_ioeventfd_overlaps(VFIOUserPCIDevice *udev,
+                                         unsigned int index, uint64_t offset,
+                                         uint32_t size, bool match,
+                                         uint64_t data)
+{
+    VFIOUserIOEventFD *e;
+
+    QLIST_FOREACH(e, &udev->ioeventfds, next) {
+        if (e->region != index || offset >= e->offset + e->size ||
+            e->offset >= offset + size) {
+            continue;
+        }
+        /* Only the same access with different data matches may share */
+        if (!match || !e->match || e->offset != offset || e->size != size ||
+            e->data == data) {
+            return true;
+        }
     }
-    e->shadow_len = QEMU_ALIGN_UP(offset + len, page) - start;
-    p = mmap(NULL, e->shadow_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-             start);
-    if (p == MAP_FAILED) {
-        return NULL;
-    }
-    e->shadow_map = p;
-    return (uint8_t *)p + (offset - start);
+    return false;
 }
 
 /*
  * Check one entry of region @index's reply (@size bytes of region); use
- * it, taking the descriptors it names from @fds (set to -1 when taken).
- * Returns why it is not used, or NULL.
+ * it, with copies of the descriptors it names from @fds (entries may
+ * share them).  Returns why it is not used, or NULL.
  */
 static const char *vfio_user_ioeventfd_add(VFIOUserPCIDevice *udev,
                                            unsigned int index,
@@ -132,7 +143,8 @@ static const char *vfio_user_ioeventfd_add(VFIOUserPCIDevice *udev,
     uint64_t shadow_offset = shadow_fmt ? ldq_le_p(ent + 32) : 0;
     uint64_t data = ldq_le_p(ent + (shadow_fmt ? 40 : 32));
     VFIOUserIOEventFD *e;
-    int fd;
+    bool match = flags & IOFD_FLAG_DATAMATCH;
+    int fd, sfd = -1;
 
     if (type == IOFD_TYPE_IOREGIONFD) {
         return "an ioregionfd (not supported)";
@@ -160,37 +172,44 @@ static const char *vfio_user_ioeventfd_add(VFIOUserPCIDevice *udev,
     }
     if (type == IOFD_TYPE_SHADOW &&
         (shadow_index >= nfds || fds[shadow_index] < 0 ||
-         shadow_index == fd_index)) {
-        return "no shadow memory at its fd_index";
+         shadow_index == fd_index ||
+         !vfio_user_shadow_ok(fds[shadow_index], shadow_offset, size))) {
+        return "no shadow memory large enough at its fd_index";
+    }
+    if (vfio_user_ioeventfd_overlaps(udev, index, offset, size, match,
+                                     data)) {
+        /* KVM refuses a second one (and QEMU aborts then) */
+        return "it overlaps another";
+    }
+    fd = qemu_dup(fds[fd_index]);
+    if (fd >= 0 && type == IOFD_TYPE_SHADOW) {
+        sfd = qemu_dup(fds[shadow_index]);
+        if (sfd < 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    if (fd < 0) {
+        return "out of descriptors";
     }
 
     e = g_new0(VFIOUserIOEventFD, 1);
     e->region = index;
     e->offset = offset;
     e->size = size;
-    e->match = flags & IOFD_FLAG_DATAMATCH;
-    e->data = e->match ? data : 0;
-    if (type == IOFD_TYPE_SHADOW) {
-        e->shadow = vfio_user_map_shadow(e, fds[shadow_index], shadow_offset,
-                                         size);
-        if (!e->shadow) {
-            g_free(e);
-            return "shadow memory that cannot be mapped";
-        }
-        close(fds[shadow_index]);
-        fds[shadow_index] = -1;
-    }
-    fd = fds[fd_index];
-    fds[fd_index] = -1;
+    e->match = match;
+    e->data = match ? data : 0;
+    e->shadow_fd = sfd;
+    e->shadow_offset = shadow_offset;
     event_notifier_init_fd(&e->notifier, fd);
-    if (!e->shadow) {
+    if (sfd < 0) {
         e->mr = vdev->bars[index].region.mem;
         memory_region_add_eventfd(e->mr, offset, size, e->match, e->data,
                                   &e->notifier);
     }
     QLIST_INSERT_HEAD(&udev->ioeventfds, e, next);
     trace_vfio_user_ioeventfd(vdev->vbasedev.name, index, offset, size,
-                              e->match, e->data, !!e->shadow);
+                              e->match, e->data, sfd >= 0);
     return NULL;
 }
 
@@ -297,12 +316,13 @@ bool vfio_user_pci_ioeventfd_write(VFIOUserPCIDevice *udev,
     VFIOUserIOEventFD *e;
 
     QLIST_FOREACH(e, &udev->ioeventfds, next) {
-        if (e->shadow && e->region == index && e->offset == off &&
+        if (e->shadow_fd >= 0 && e->region == index && e->offset == off &&
             e->size == size &&
             (!e->match || ldn_le_p(data, size) == e->data)) {
-            memcpy(e->shadow, data, size);
-            /* The value is in memory before the server hears of it */
-            smp_wmb();
+            /* The value is in the shadow memory before the signal */
+            if (pwrite(e->shadow_fd, data, size, e->shadow_offset) != size) {
+                return false;   /* a message, then */
+            }
             event_notifier_set(&e->notifier);
             return true;
         }

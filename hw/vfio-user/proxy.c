@@ -412,8 +412,9 @@ static void vfio_user_update_handler(VFIOProxy *proxy)
     bool write = proxy->write_co;
 
     /* Registering notifies the AioContext: do it only for a change */
-    if (proxy->handler_fd == proxy->fd && read == proxy->handler_read &&
-        write == proxy->handler_write) {
+    if ((proxy->handler_fd == proxy->fd || (proxy->handler_fd < 0 &&
+                                            !read && !write)) &&
+        read == proxy->handler_read && write == proxy->handler_write) {
         return;
     }
     if (proxy->handler_fd >= 0 && proxy->handler_fd != proxy->fd) {
@@ -424,7 +425,8 @@ static void vfio_user_update_handler(VFIOProxy *proxy)
                        read ? vfio_user_readable : NULL,
                        write ? vfio_user_writable : NULL,
                        NULL, NULL, proxy);
-    proxy->handler_fd = proxy->fd;
+    /* Nothing registered: no number to remove later (it may be reused) */
+    proxy->handler_fd = read || write ? proxy->fd : -1;
     proxy->handler_read = read;
     proxy->handler_write = write;
 }
@@ -1795,14 +1797,19 @@ static void vfio_user_poll_account(VFIOProxy *proxy, int64_t elapsed)
  */
 static bool vfio_user_poll_reply(VFIOProxy *proxy)
 {
-    /* The main socket, and the twin, where the server's requests come */
+    QIOChannel *twin = proxy->twin_ioc;
+    /*
+     * The main socket (and room in it for a writer that waits), and the
+     * twin, where the server's requests come and our replies go.
+     */
     struct pollfd pfd[2] = {
-        { .fd = proxy->fd, .events = POLLIN },
-        { .fd = proxy->twin_ioc && !proxy->twin_paused ?
-                QIO_CHANNEL_SOCKET(proxy->twin_ioc)->fd : -1,
-          .events = POLLIN },
+        { .fd = proxy->fd,
+          .events = POLLIN | (proxy->write_co ? POLLOUT : 0) },
+        { .fd = twin && !proxy->twin_paused ?
+                QIO_CHANNEL_SOCKET(twin)->fd : -1,
+          .events = POLLIN | (twin && twin->write_coroutine ? POLLOUT : 0) },
     };
-    int64_t start, elapsed;
+    int64_t start, elapsed, timeout;
     bool polling;
     int ret;
 
@@ -1813,7 +1820,7 @@ static bool vfio_user_poll_reply(VFIOProxy *proxy)
     start = get_clock();
     polling = proxy->poll_max_ns && proxy->poll_off == proxy->poll_probing;
     if (polling && !proxy->poll_ns) {
-        proxy->poll_ns = VFIO_USER_POLL_START_NS;
+        proxy->poll_ns = MIN(VFIO_USER_POLL_START_NS, proxy->poll_max_ns);
     }
     if (polling) {
         do {
@@ -1825,21 +1832,25 @@ static bool vfio_user_poll_reply(VFIOProxy *proxy)
             sched_yield();
         } while (get_clock() - start < proxy->poll_ns);
     }
-    ret = RETRY_ON_EINTR(poll(pfd, 2, VFIO_USER_POLL_SLICE_MS));
+    /* Sleep until the next timer or bottom half of the AioContext at most */
+    timeout = aio_compute_timeout(proxy->ctx);
+    timeout = timeout < 0 ? VFIO_USER_POLL_SLICE_MS :
+              MIN(qemu_timeout_ns_to_ms(timeout), VFIO_USER_POLL_SLICE_MS);
+    ret = poll(pfd, 2, timeout);
     if (ret <= 0) {
-        if (polling) {
+        if (polling && ret == 0) {
             vfio_user_poll_adapt(proxy, INT64_MAX);
         }
         aio_poll(proxy->ctx, false);
         return true;
     }
 ready:
-    if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+    if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL))) {
         /*
          * A request of the server on the twin socket (it may wait for our
-         * answer before it answers us): its receiver runs in the
-         * AioContext, which the main loop cannot run while we hold the
-         * BQL.
+         * answer before it answers us), or room for a writer: they run in
+         * the AioContext, which the main loop cannot run while we hold
+         * the BQL.
          */
         aio_poll(proxy->ctx, false);
         return true;
@@ -1851,6 +1862,9 @@ ready:
     vfio_user_poll_account(proxy, elapsed);
     trace_vfio_user_poll_reply(proxy->name, elapsed, proxy->poll_ns);
     vfio_user_readable(proxy);
+    if (pfd[0].revents & POLLOUT) {
+        vfio_user_writable(proxy);
+    }
     return true;
 }
 
@@ -1982,6 +1996,8 @@ void vfio_user_proxy_set_timeout(VFIOProxy *proxy, uint32_t timeout_ms)
 
 void vfio_user_proxy_set_poll_max_ns(VFIOProxy *proxy, uint64_t max_ns)
 {
+    /* A vCPU busy-polls holding the BQL: not for long */
+    max_ns = MIN(max_ns, VFIO_USER_MAX_POLL_NS);
     proxy->poll_max_ns = max_ns;
     proxy->poll_ns = MIN(proxy->poll_ns, max_ns);
 }

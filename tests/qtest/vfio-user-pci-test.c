@@ -2616,6 +2616,33 @@ static void test_ioeventfd(const void *opaque)
     client_end(qts, bus, dev, bar0);
 }
 
+/*
+ * A server's io fds with one good ioeventfd and six bad ones (the same
+ * again, size 3, beyond the region, no descriptor, an ioregionfd, an
+ * unknown flag): one warning, the good one used (a write there is not a
+ * message), the device works.
+ */
+static void test_ioeventfd_bad(void)
+{
+    g_autoptr(Server) s = fault_start_opt("device", "--iofds", NULL);
+    g_autofree char *err = NULL;
+    QTestState *qts = client_start_stderr(s, NULL, &err);
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+
+    g_assert(file_contains(s->log, "\"io-fds\""));
+    g_assert_cmpint(file_count(err, "6 of 7 ioeventfds not used"), ==, 1);
+    g_assert_cmpint(file_count(err, "it overlaps another"), ==, 1);
+    qpci_io_writel(dev, bar0, 0x100, 0x1234);
+    qpci_io_writel(dev, bar0, 0x10, 0x600d);
+    g_assert_cmphex(qpci_io_readl(dev, bar0, 0x10), ==, 0x600d);
+    /* The doorbell went to the eventfd: not to BAR0's memory */
+    g_assert_cmphex(qpci_io_readl(dev, bar0, 0x100), ==, 0);
+    assert_alive(qts);
+    client_end(qts, bus, dev, bar0);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -2658,6 +2685,7 @@ int main(int argc, char **argv)
                         test_ioeventfd);
     qtest_add_data_func("/vfio-user-pci/ioeventfd/plain", "plain",
                         test_ioeventfd);
+    qtest_add_func("/vfio-user-pci/ioeventfd/bad", test_ioeventfd_bad);
     qtest_add_func("/vfio-user-pci/migration/server", test_migrate_server);
     qtest_add_func("/vfio-user-pci/migration/server-fallback",
                    test_migrate_server_fallback);

@@ -68,6 +68,11 @@
 # exits at the first MIG_DATA_READ in STOP_COPY ("dying").  Device state
 # changes are logged ("mig-state").
 #
+# --iofds gives BAR0 io fds for DEVICE_GET_REGION_IO_FDS (40-byte entries,
+# one eventfd shared by all): a good ioeventfd at 0x100 (4 bytes), then
+# bad ones: the same again (overlapping), size 3, beyond the region, an
+# fd_index with no descriptor, an ioregionfd, an unknown flag.
+#
 # Each message is read whole; every event is logged as a JSON line.
 
 import argparse
@@ -436,6 +441,27 @@ class Server:
                 self.bar0[self.mig_pos:self.mig_pos + size] = body[8:8 + size]
                 self.mig_pos += size
                 self.reply(msg_id, cmd)
+        elif cmd == CMD_GET_REGION_IO_FDS and self.args.iofds:
+            argsz, fl, index, count = struct.unpack_from("<IIII", body)
+            ents = [(0x100, 4, 0, 0, 0, 0), (0x100, 4, 0, 0, 0, 0),
+                    (0x200, 3, 0, 0, 0, 0), (0x1000, 4, 0, 0, 0, 0),
+                    (0x300, 4, 5, 0, 0, 0), (0x400, 4, 0, 1, 0, 0),
+                    (0x500, 4, 0, 0, 0x80, 0)] if index == BAR0 else []
+            size = 16 + 40 * len(ents)
+            if argsz < size:
+                self.reply(msg_id, cmd, struct.pack("<IIII", size, 0, index,
+                                                    len(ents)))
+            else:
+                efd = os.eventfd(0) if ents else None
+                data = struct.pack("<IIII", size, 0, index, len(ents))
+                for e in ents:
+                    data += struct.pack("<QQIIIIQ", *e, 0)
+                msg = HDR.pack(msg_id, cmd, HDR.size + len(data), F_REPLY,
+                               0) + data
+                socket.send_fds(self.conn, [msg], [efd] if ents else [])
+                if efd is not None:
+                    os.close(efd)
+            self.event(event="io-fds", index=index, count=len(ents))
         elif cmd == CMD_RESET:
             self.event(event="reset")
             self.bar0[:] = bytes(4096)
@@ -562,6 +588,7 @@ def main():
     p.add_argument("--migration", default="", choices=["", "ok",
                                                         "refuse-write",
                                                         "die-stop-copy"])
+    p.add_argument("--iofds", action="store_true")
     p.add_argument("--log")
     Server(p.parse_args()).serve()
 

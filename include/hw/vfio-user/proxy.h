@@ -103,6 +103,8 @@ typedef struct VFIOUserProxyOps {
  * socket before it sleeps (x-poll-max-ns; 0 never polls).
  */
 #define VFIO_USER_DEFAULT_POLL_MAX_NS   100000
+/* ... and the most it may be set to */
+#define VFIO_USER_MAX_POLL_NS           1000000
 
 /**
  * vfio_user_proxy_set_poll_max_ns: cap adaptive polling (0: off)
