@@ -9,19 +9,10 @@
 #
 #   bench/doorbell.sh [ROUNDS [COUNT]]
 
-set -eu
-top=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/lib.sh" doorbell
 rounds=${1:-3}
 count=${2:-20000}
-out=$top/build/bench
-export VFIO_USER_TOP=$top
-export TEST_TMPDIR=$out/doorbell
-rm -rf "$TEST_TMPDIR"
-mkdir -p "$TEST_TMPDIR"
-. "$top/tests/vfio-user/lib.sh"
-. "$top/tests/vfio-user/guest-lib.sh"
 SAMPLES=$top/build/peers/libvfio-user/build/samples
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 sample_server a shadow_ioeventfd_server
 sample_server b shadow_ioeventfd_server

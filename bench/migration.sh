@@ -12,20 +12,11 @@
 #
 #   bench/migration.sh [ROUNDS]
 
-set -eu
-top=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/lib.sh" migration
 rounds=${1:-3}
-out=$top/build/bench
-export VFIO_USER_TOP=$top
-export TEST_TMPDIR=$out/migration
-rm -rf "$TEST_TMPDIR"
-mkdir -p "$TEST_TMPDIR"
-. "$top/tests/vfio-user/lib.sh"
-. "$top/tests/vfio-user/guest-lib.sh"
 QMP=$top/tests/vfio-user/qmp
 PEER=$top/build/peers/libvfio-user/build/samples
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # migrate_once TAG DEVICE-PROPS: one migration; appends "downtime total"
 # (ms) to $TMP/TAG.

@@ -13,19 +13,10 @@
 #
 #   bench/outage.sh [ROUNDS]
 
-set -eu
-top=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/lib.sh" outage
 rounds=${1:-5}
-out=$top/build/bench
-export VFIO_USER_TOP=$top
-export TEST_TMPDIR=$out/outage
-rm -rf "$TEST_TMPDIR"
-mkdir -p "$TEST_TMPDIR"
-. "$top/tests/vfio-user/lib.sh"
-. "$top/tests/vfio-user/guest-lib.sh"
 
 now() { date +%s.%N; }
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 truncate -s 64M "$TMP/disk.raw"
 server_args=(-drive file="$TMP/disk.raw",if=none,format=raw,id=drv0

@@ -11,24 +11,15 @@
 #
 #   bench/upstream.sh [ROUNDS [LOCAL,REMOTE]]
 
-set -eu
-top=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/lib.sh" upstream
 rounds=${1:-3}
 count=${2:-20000,1000}
-out=$top/build/bench
-export VFIO_USER_TOP=$top
-export TEST_TMPDIR=$out/upstream
-rm -rf "$TEST_TMPDIR"
-mkdir -p "$TEST_TMPDIR"
-. "$top/tests/vfio-user/lib.sh"
-. "$top/tests/vfio-user/guest-lib.sh"
 UPSTREAM=$top/build/peers/qemu-10.2/build/qemu-system-x86_64
 
 if [ ! -x "$UPSTREAM" ]; then
     echo "skipped: no upstream client ('make bench-peers' builds it)"
     exit 0
 fi
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # server NAME PREFIX...: x-vfio-user-server serving edu on $TMP/NAME.sock
 server() {
