@@ -889,6 +889,62 @@ static void test_interleave(void)
     g_assert_cmpint(failed_calls, ==, 0);
 }
 
+/*
+ * The twin socket: the server passes one end of a socketpair in its
+ * VERSION reply; its DMA requests and our replies travel there, the way
+ * libvfio-user does it: it answers our read only once it has the answers
+ * to its own requests, which a client reading them on the main socket
+ * would never send (our read is still unanswered there).
+ */
+static void srv_twin(TestServer *s)
+{
+    static const char caps[] = "{\"capabilities\":{\"twin_socket\":"
+        "{\"supported\":true,\"fd_index\":0}}}";
+    g_autofree char *buf = g_malloc0(4096);
+    char payload[256];
+    uint8_t pattern[64];
+    VFIOUserHdr h = srv_expect(s, VFIO_USER_VERSION, buf, 4095);
+    int sv[2], main_fd, i;
+
+    for (i = 0; i < sizeof(pattern); i++) {
+        pattern[i] = i ^ 0xa5;
+    }
+    SRV_CHECK(s, !socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+    srv_reply(s, &h, payload, version_payload(payload, 0, 1, caps,
+                                              sizeof(caps)), &sv[1], 1);
+    close(sv[1]);
+
+    /* Our read waits on the main socket while the server does its DMA */
+    h = srv_expect(s, VFIO_USER_REGION_READ, buf, 16);
+    main_fd = s->fd;
+    s->fd = sv[0];
+    srv_dma(s, 7, true, 0x200, pattern, sizeof(pattern), 0);
+    srv_dma(s, 8, false, 0x200, pattern, sizeof(pattern), 0);
+    s->fd = main_fd;
+    stl_le_p(buf + 16, 0x7f1c);
+    srv_reply(s, &h, buf, 20, NULL, 0);
+
+    srv_until_eof(s);
+    close(sv[0]);
+}
+
+static void test_twin(void)
+{
+    TestServer s;
+    VFIOProxy *proxy = connect_to(&s, srv_twin, NULL);
+    uint32_t v = 0;
+    int i;
+
+    memset(guest_mem, 0, sizeof(guest_mem));
+    g_assert_cmpint(do_read(proxy, 0, &v, &error_abort), ==, 0);
+    g_assert_cmphex(v, ==, 0x7f1c);
+    for (i = 0; i < 64; i++) {
+        g_assert_cmpint(guest_mem[0x200 + i], ==, i ^ 0xa5);
+    }
+    finish(&s, proxy);
+    g_assert_cmpint(failed_calls, ==, 0);
+}
+
 /* Posted writes go out in order, before a later read */
 
 static void srv_posted(TestServer *s)
@@ -1576,6 +1632,7 @@ int main(int argc, char **argv)
                     test_fd_not_socket);
     g_test_add_func("/vfio-user-proxy/concurrent", test_concurrent);
     g_test_add_func("/vfio-user-proxy/interleave", test_interleave);
+    g_test_add_func("/vfio-user-proxy/twin", test_twin);
     g_test_add_func("/vfio-user-proxy/posted", test_posted);
     g_test_add_func("/vfio-user-proxy/send-fds", test_send_fds);
     for (i = 0; i < ARRAY_SIZE(bad_cases); i++) {
