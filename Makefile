@@ -15,7 +15,8 @@ export CCACHE_BASEDIR := $(BUILD)
 export CCACHE_NOHASHDIR := 1
 
 .PHONY: all build setup deps check check-patches export-patches series \
-        check-series check-ubsan demo bench bench-peers clean distclean help
+        check-series check-ubsan demo bench bench-peers debian clean distclean \
+        help
 
 all: build
 
@@ -79,6 +80,10 @@ demo: build
 
 bench: build
 	@$(TOP)/bench/run
+
+# A Debian source package of QEMU with our series (build/debian/).
+debian: setup
+	@$(TOP)/scripts/debian $(TOP)
 
 # The benchmark peer (bench/peers.pin): QEMU 10.2's upstream client.
 bench-peers: deps
