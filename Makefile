@@ -15,7 +15,8 @@ export CCACHE_BASEDIR := $(BUILD)
 export CCACHE_NOHASHDIR := 1
 
 .PHONY: all build setup deps check check-patches export-patches series \
-        check-series check-ubsan demo bench bench-peers debian clean distclean \
+        check-series check-ubsan demo bench bench-peers debian fuzz clean \
+        distclean \
         help
 
 all: build
@@ -80,6 +81,11 @@ demo: build
 
 bench: build
 	@$(TOP)/bench/run
+
+# The transport's libFuzzer target, for FUZZ_SECONDS (build/fuzz/).
+FUZZ_SECONDS ?= 600
+fuzz: build
+	@$(TOP)/scripts/fuzz $(FUZZ_SECONDS)
 
 # A Debian source package of QEMU with our series (build/debian/).
 debian: setup
