@@ -94,8 +94,6 @@ struct VFIOUserPCIDevice {
     bool migratable;
     /* Migration data read since the last device state change */
     uint64_t mig_data_read;
-    /* How the guest memory the server writes is tracked (trace, HMP) */
-    const char *dirty_mode;
 
     /* The server's region ioeventfds in use (hw/vfio-user/ioeventfd.c) */
     QLIST_HEAD(, VFIOUserIOEventFD) ioeventfds;

@@ -340,7 +340,6 @@ static bool vfio_user_pci_migration_setup(VFIOUserPCIDevice *udev,
         mode = "all mapped memory dirty in stop-and-copy";
         vbasedev->pre_copy_dirty_page_tracking = ON_OFF_AUTO_OFF;
     }
-    udev->dirty_mode = mode;
     trace_vfio_user_migration_mode(vbasedev->name, mode);
     return true;
 }

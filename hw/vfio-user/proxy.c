@@ -1441,7 +1441,6 @@ static bool vfio_user_parse_migration(const QDictEntry *e,
                    qdict_entry_key(e));
         return false;
     }
-    caps->mig_pgsize = qemu_real_host_page_size();
     for (m = qdict_first(migr); m; m = qdict_next(migr, m)) {
         if (strcmp(qdict_entry_key(m), VFIO_USER_CAP_MIGR_PGSIZE)) {
             error_setg(errp, "migration capability '%s' was not proposed",

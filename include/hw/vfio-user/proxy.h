@@ -55,9 +55,8 @@ typedef struct VFIOUserCaps {
     uint64_t max_dma_maps;
     /* Page sizes the server supports for DMA maps, or'ed together. */
     uint64_t pgsizes;
-    /* The server accepted our migration proposal, with this page size */
+    /* The server accepted our migration proposal (our page size) */
     bool migration;
-    uint64_t mig_pgsize;
     /* The reply's descriptor that is the twin socket, or -1 */
     int twin_fd_index;
 } VFIOUserCaps;
