@@ -607,7 +607,7 @@ static void vfio_user_pci_set_socket(Object *obj, Visitor *v,
 {
     VFIOUserPCIDevice *udev = VFIO_USER_PCI(obj);
     g_autoptr(SocketAddress) addr = NULL;
-    GenericAlternate *alt = NULL;
+    g_autofree GenericAlternate *alt = NULL;
     g_autofree char *str = NULL;
     bool ok = false;
 
