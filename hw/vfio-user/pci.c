@@ -396,8 +396,8 @@ static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
         goto error;
     }
     vfio_user_pci_override_class(udev);
-    vfio_pci_bars_prepare(vdev);
-    if (!vfio_pci_msix_early_setup(vdev, errp)) {
+    if (!vfio_pci_bars_prepare(vdev, errp) ||
+        !vfio_pci_msix_early_setup(vdev, errp)) {
         goto error;
     }
     vfio_pci_bars_register(vdev);
