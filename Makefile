@@ -82,10 +82,12 @@ demo: build
 bench: build
 	@$(TOP)/bench/run
 
-# The transport's libFuzzer target, for FUZZ_SECONDS (build/fuzz/).
+# The libFuzzer targets (FUZZ_TARGET: proxy, device or all), each for
+# FUZZ_SECONDS (build/fuzz/; the device's in build/qemu/build-fuzz).
 FUZZ_SECONDS ?= 600
+FUZZ_TARGET ?= all
 fuzz: build
-	@$(TOP)/scripts/fuzz $(FUZZ_SECONDS)
+	@$(TOP)/scripts/fuzz --target $(FUZZ_TARGET) $(FUZZ_SECONDS)
 
 # A Debian source package of QEMU with our series (build/debian/).
 debian: setup
