@@ -15,7 +15,9 @@ export CCACHE_BASEDIR := $(BUILD)
 export CCACHE_NOHASHDIR := 1
 
 .PHONY: all build setup deps check check-patches export-patches series \
-        check-series check-ubsan demo bench bench-peers debian fuzz clean \
+        check-series check-bisect check-ubsan check-debian demo bench \
+        bench-peers debian \
+        fuzz clean \
         distclean \
         help
 
@@ -23,7 +25,7 @@ all: build
 
 help:
 	@sed -n '/^## /s/^## //p' $(TOP)/README.rst 2>/dev/null; \
-	echo "targets: all check check-ubsan demo bench export-patches check-patches series check-series clean distclean"
+	echo "targets: all check check-ubsan check-debian check-bisect demo bench fuzz debian export-patches check-patches series check-series clean distclean"
 
 deps:
 	@$(TOP)/scripts/install-deps
@@ -64,6 +66,11 @@ series: setup
 check-series: series
 	@$(TOP)/scripts/tree check-series
 
+# Each patch of the series builds on its own and is checkpatch-clean
+# (build/bisect-tree); not part of check: a build per patch.
+check-bisect: series
+	@$(TOP)/scripts/check-bisect
+
 # All tests.  The last line is "N passed, N failed"; non-zero exit on any
 # failure.  check-patches runs first: unexported work fails the check.
 check: setup
@@ -88,6 +95,11 @@ FUZZ_SECONDS ?= 600
 FUZZ_TARGET ?= all
 fuzz: build
 	@$(TOP)/scripts/fuzz --target $(FUZZ_TARGET) $(FUZZ_SECONDS)
+
+# x86_64 built from that source package as Debian builds it, and a guest
+# test with it (build/debian-check/); not part of check: a third build.
+check-debian: debian build
+	@$(TOP)/scripts/check-debian
 
 # A Debian source package of QEMU with our series (build/debian/).
 debian: setup
