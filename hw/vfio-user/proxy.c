@@ -87,11 +87,31 @@
 #define VFIO_USER_HARD_MAX_REQUESTS 1024
 #define VFIO_USER_HARD_MAX_REQUEST_BYTES (64 * MiB)
 
+/*
+ * Where a request is, from the waiter's start to its end:
+ * QUEUED -> SENT -> RECEIVING [-> STALLED] -> DONE, or DONE from any of
+ * them when the request or the connection fails.
+ */
+typedef enum VFIOUserWaiterState {
+    /* Waiting for its turn to be written: @id not valid yet */
+    VFIO_USER_WAITER_QUEUED,
+    /* On the wire; its reply is awaited */
+    VFIO_USER_WAITER_SENT,
+    /* The receiver is reading the reply into @msg */
+    VFIO_USER_WAITER_RECEIVING,
+    /* Still receiving at its deadline: one more period, then it fails */
+    VFIO_USER_WAITER_STALLED,
+    /* Completed: @ret and @err hold the result; off the list */
+    VFIO_USER_WAITER_DONE,
+} VFIOUserWaiterState;
+
 /* A caller waiting for a reply. */
 typedef struct VFIOUserWaiter {
     QTAILQ_ENTRY(VFIOUserWaiter) next;
     VFIOProxy *proxy;
-    Coroutine *co;
+    VFIOUserWaiterState state;
+    /* The caller's coroutine while it sleeps until DONE, else NULL */
+    Coroutine *sleeping;
     unsigned int gen;
     uint16_t id;
     uint16_t command;
@@ -101,15 +121,6 @@ typedef struct VFIOUserWaiter {
     VFIOUserFDs *fds;
     /* QEMU_CLOCK_REALTIME, ms; INT64_MAX without a timeout. */
     int64_t deadline;
-    /* The request is on the wire: @id is valid. */
-    bool sent;
-    /* Yielded, to be woken by vfio_user_complete(). */
-    bool waiting;
-    /* The receiver is reading the reply into @msg. */
-    bool receiving;
-    /* The timer found it receiving already once. */
-    bool stalled;
-    bool done;
     int ret;
     Error *err;
 } VFIOUserWaiter;
@@ -329,18 +340,31 @@ static void vfio_user_set_state(VFIOProxy *proxy, VFIOProxyState state)
 }
 
 /*
- * Complete a waiter: it leaves the list, and its coroutine is woken if it
+ * @w, off the waiters' list, is done: its coroutine is woken if it
  * sleeps.  Takes @err.
  */
+static void vfio_user_finish(VFIOUserWaiter *w, int ret, Error *err)
+{
+    w->state = VFIO_USER_WAITER_DONE;
+    w->ret = ret;
+    w->err = err;
+    if (w->sleeping) {
+        aio_co_wake(w->sleeping);
+    }
+}
+
+/* Complete a waiter: it leaves the list, then finishes.  Takes @err. */
 static void vfio_user_complete(VFIOUserWaiter *w, int ret, Error *err)
 {
     QTAILQ_REMOVE(&w->proxy->waiters, w, next);
-    w->done = true;
-    w->ret = ret;
-    w->err = err;
-    if (w->waiting) {
-        aio_co_wake(w->co);
-    }
+    vfio_user_finish(w, ret, err);
+}
+
+/* The receiver is reading @w's reply: only it may complete @w. */
+static bool vfio_user_receiving(VFIOUserWaiter *w)
+{
+    return w->state == VFIO_USER_WAITER_RECEIVING ||
+           w->state == VFIO_USER_WAITER_STALLED;
 }
 
 static VFIOUserWaiter *vfio_user_find_waiter(VFIOProxy *proxy, uint16_t id)
@@ -348,7 +372,7 @@ static VFIOUserWaiter *vfio_user_find_waiter(VFIOProxy *proxy, uint16_t id)
     VFIOUserWaiter *w;
 
     QTAILQ_FOREACH(w, &proxy->waiters, next) {
-        if (w->sent && w->id == id) {
+        if (w->state != VFIO_USER_WAITER_QUEUED && w->id == id) {
             return w;
         }
     }
@@ -511,7 +535,8 @@ static void vfio_user_twin_wake(QIOChannel *ioc)
 static void vfio_user_drop_channel(VFIOProxy *proxy, VFIOProxyState state,
                                    Error *err)
 {
-    VFIOUserWaiter *w;
+    QTAILQ_HEAD(, VFIOUserWaiter) failed = QTAILQ_HEAD_INITIALIZER(failed);
+    VFIOUserWaiter *w, *next_w;
     VFIOUserRequest *req;
 
     vfio_user_set_state(proxy, state);
@@ -525,14 +550,20 @@ static void vfio_user_drop_channel(VFIOProxy *proxy, VFIOProxyState state,
         vfio_user_twin_wake(proxy->twin_ioc);
     }
 
-restart:
-    QTAILQ_FOREACH(w, &proxy->waiters, next) {
-        /* The receiver completes the one it is reading into. */
-        if (!w->receiving) {
-            /* This may run the waiter, which may change the list. */
-            vfio_user_complete(w, -ECONNRESET, error_copy(err));
-            goto restart;
+    /*
+     * Take the waiters off the list first: completing one may run its
+     * coroutine, which may change the list.  The receiver completes the
+     * one it is reading into.
+     */
+    QTAILQ_FOREACH_SAFE(w, &proxy->waiters, next, next_w) {
+        if (!vfio_user_receiving(w)) {
+            QTAILQ_REMOVE(&proxy->waiters, w, next);
+            QTAILQ_INSERT_TAIL(&failed, w, next);
         }
+    }
+    while ((w = QTAILQ_FIRST(&failed))) {
+        QTAILQ_REMOVE(&failed, w, next);
+        vfio_user_finish(w, -ECONNRESET, error_copy(err));
     }
     proxy->late_id = -1;
 
@@ -681,7 +712,7 @@ static void vfio_user_timeout(VFIOUserWaiter *w, int64_t now)
     VFIOProxy *proxy = w->proxy;
     Error *err = NULL;
 
-    if (proxy->teardown && !w->receiving) {
+    if (proxy->teardown && !vfio_user_receiving(w)) {
         /*
          * A hung server holds a reset or unplug up for one timeout, not
          * one per message it sends.  Failing the connection completes w
@@ -702,19 +733,19 @@ static void vfio_user_timeout(VFIOUserWaiter *w, int64_t now)
         }
         return;
     }
-    if (w->receiving && !w->stalled) {
+    if (w->state == VFIO_USER_WAITER_RECEIVING) {
         /* The reply is arriving: give it another period. */
-        w->stalled = true;
+        w->state = VFIO_USER_WAITER_STALLED;
         w->deadline = now + proxy->timeout_ms;
         return;
     }
     trace_vfio_user_timeout(proxy->name, w->id,
                             vfio_user_command_name(w->command));
-    if (w->receiving) {
+    if (w->state == VFIO_USER_WAITER_STALLED) {
         vfio_user_error(proxy, &err, "stalled in the reply to %s (id %u)",
                         vfio_user_command_name(w->command), w->id);
         vfio_user_fail(proxy, w->gen, err);
-    } else if (!w->sent) {
+    } else if (w->state == VFIO_USER_WAITER_QUEUED) {
         vfio_user_error(proxy, &err, "does not read its socket: "
                         "%s not sent in %u ms",
                         vfio_user_command_name(w->command),
@@ -735,6 +766,19 @@ static void vfio_user_timeout(VFIOUserWaiter *w, int64_t now)
     }
 }
 
+static VFIOUserWaiter *vfio_user_first_expired(VFIOProxy *proxy,
+                                               int64_t now)
+{
+    VFIOUserWaiter *w;
+
+    QTAILQ_FOREACH(w, &proxy->waiters, next) {
+        if (w->deadline <= now) {
+            return w;
+        }
+    }
+    return NULL;
+}
+
 /*
  * One timer serves all the waiters, so that a request does not have to
  * arm one: it only arms the timer when it is idle.
@@ -746,13 +790,13 @@ static void vfio_user_timer_cb(void *opaque)
     int64_t next = INT64_MAX;
     VFIOUserWaiter *w;
 
-restart:
-    QTAILQ_FOREACH(w, &proxy->waiters, next) {
-        if (w->deadline <= now) {
-            /* This may wake coroutines that change the list. */
-            vfio_user_timeout(w, now);
-            goto restart;
-        }
+    /*
+     * One at a time, looking again each time: a timeout may wake
+     * coroutines that change the list.  Each one completes its waiter or
+     * moves its deadline on.
+     */
+    while ((w = vfio_user_first_expired(proxy, now))) {
+        vfio_user_timeout(w, now);
     }
     QTAILQ_FOREACH(w, &proxy->waiters, next) {
         next = MIN(next, w->deadline);
@@ -793,7 +837,7 @@ static int coroutine_fn vfio_user_co_request(VFIOProxy *proxy,
     unsigned int gen = proxy->gen;
     VFIOUserWaiter w = {
         .proxy = proxy,
-        .co = qemu_coroutine_self(),
+        .state = VFIO_USER_WAITER_QUEUED,
         .gen = gen,
         .command = msg->command,
         .msg = msg,
@@ -815,12 +859,12 @@ static int coroutine_fn vfio_user_co_request(VFIOProxy *proxy,
      * nothing else goes out.  The handler itself may send (a DMA request
      * that reaches the device's own BAR).
      */
-    while (!w.done && proxy->replies_due &&
+    while (w.state != VFIO_USER_WAITER_DONE && proxy->replies_due &&
            !handler &&
            proxy->gen == gen && proxy->state == VFIO_PROXY_CONNECTED) {
         qemu_co_queue_wait(&proxy->send_gate, &proxy->send_lock);
     }
-    if (w.done) {
+    if (w.state == VFIO_USER_WAITER_DONE) {
         qemu_co_mutex_unlock(&proxy->send_lock);
     } else if (!vfio_user_can_send(proxy, gen, msg->command, &local_err)) {
         qemu_co_mutex_unlock(&proxy->send_lock);
@@ -837,38 +881,38 @@ static int coroutine_fn vfio_user_co_request(VFIOProxy *proxy,
             qemu_co_mutex_unlock(&proxy->send_lock);
             /* The stream is broken: that fails every waiter, w included. */
             vfio_user_fail(proxy, gen, local_err);
-            if (!w.done) {
+            if (w.state != VFIO_USER_WAITER_DONE) {
                 vfio_user_error(proxy, &local_err, "connection lost");
                 vfio_user_complete(&w, -ECONNRESET, local_err);
             }
         } else {
-            w.sent = true;
+            w.state = VFIO_USER_WAITER_SENT;
             qemu_co_mutex_unlock(&proxy->send_lock);
             if (posted && proxy->aside && !proxy->pollers) {
                 /* The server may answer it with requests: watch */
                 vfio_user_step_in(proxy);
             }
-            if (posted && !w.done) {
+            if (posted && w.state != VFIO_USER_WAITER_DONE) {
                 vfio_user_complete(&w, 0, NULL);
             }
         }
     }
 
-    counted = !w.done;
+    counted = w.state != VFIO_USER_WAITER_DONE;
     if (counted) {
         /* With a twin socket, the main socket is watched only for this */
         proxy->nwaiting++;
         vfio_user_update_handler(proxy);
     }
-    while (!w.done) {
+    while (w.state != VFIO_USER_WAITER_DONE) {
         if (handler) {
             /* Our reply may be behind queued requests: read on. */
             proxy->req_waiting = true;
             vfio_user_recv_resume(proxy);
         }
-        w.waiting = true;
+        w.sleeping = qemu_coroutine_self();
         qemu_coroutine_yield();
-        w.waiting = false;
+        w.sleeping = NULL;
     }
     if (counted) {
         proxy->nwaiting--;
@@ -1043,10 +1087,9 @@ static int coroutine_fn vfio_user_co_recv_reply(VFIOProxy *proxy,
         ret = -E2BIG;
     } else {
         /* Read the payload straight into the caller's buffer. */
-        w->receiving = true;
+        w->state = VFIO_USER_WAITER_RECEIVING;
         ret = vfio_user_co_read(proxy, ioc, w->msg + 1, len, NULL, NULL,
                                 errp);
-        w->receiving = false;
         if (ret < 0) {
             vfio_user_close_fds(fds, nfds);
             vfio_user_complete(w, -ECONNRESET, error_copy(*errp));
@@ -1883,9 +1926,7 @@ static int vfio_user_run(VFIOUserCall *call, bool unlock)
     if (home && !unlock && (call->flags & VFIO_USER_SEND_NO_REPLY)) {
         /* Posted: done once sent, nothing to poll for */
         aio_co_enter(ctx, co);
-        while (!call->done) {
-            aio_poll(ctx, true);
-        }
+        AIO_WAIT_WHILE(ctx, !call->done);
         return call->ret;
     }
     if (home && !unlock) {
@@ -2020,9 +2061,8 @@ void vfio_user_proxy_end_teardown(VFIOProxy *proxy)
 static void vfio_user_drain(VFIOProxy *proxy)
 {
     assert(!qemu_in_coroutine() && in_aio_context_home_thread(proxy->ctx));
-    while (proxy->recv_co || proxy->req_co || proxy->twin_co) {
-        aio_poll(proxy->ctx, true);
-    }
+    AIO_WAIT_WHILE(proxy->ctx,
+                   proxy->recv_co || proxy->req_co || proxy->twin_co);
     assert(!proxy->replies_due && QTAILQ_EMPTY(&proxy->waiters));
 }
 
