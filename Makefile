@@ -76,6 +76,9 @@ check-bisect: series
 check: setup
 	@$(TOP)/scripts/tree check
 	@$(MAKE) --no-print-directory build
+	@echo "fuzz: building the fuzz targets (build/qemu/build-fuzz, build/fuzz)"
+	@$(TOP)/scripts/fuzz 0 > $(BUILD)/fuzz-build.log 2>&1 || \
+	    { tail -n 30 $(BUILD)/fuzz-build.log; echo "see build/fuzz-build.log"; exit 1; }
 	@/usr/bin/python3 $(TOP)/tests/vfio-user/run-tests $(TESTS)
 
 # The unit test and the qtest under UBSan, in a second build directory
