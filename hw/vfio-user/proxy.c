@@ -340,24 +340,18 @@ static void vfio_user_set_state(VFIOProxy *proxy, VFIOProxyState state)
 }
 
 /*
- * @w, off the waiters' list, is done: its coroutine is woken if it
+ * Complete a waiter: it leaves the list, and its coroutine is woken if it
  * sleeps.  Takes @err.
  */
-static void vfio_user_finish(VFIOUserWaiter *w, int ret, Error *err)
+static void vfio_user_complete(VFIOUserWaiter *w, int ret, Error *err)
 {
+    QTAILQ_REMOVE(&w->proxy->waiters, w, next);
     w->state = VFIO_USER_WAITER_DONE;
     w->ret = ret;
     w->err = err;
     if (w->sleeping) {
         aio_co_wake(w->sleeping);
     }
-}
-
-/* Complete a waiter: it leaves the list, then finishes.  Takes @err. */
-static void vfio_user_complete(VFIOUserWaiter *w, int ret, Error *err)
-{
-    QTAILQ_REMOVE(&w->proxy->waiters, w, next);
-    vfio_user_finish(w, ret, err);
 }
 
 /* The receiver is reading @w's reply: only it may complete @w. */
@@ -535,7 +529,8 @@ static void vfio_user_twin_wake(QIOChannel *ioc)
 static void vfio_user_drop_channel(VFIOProxy *proxy, VFIOProxyState state,
                                    Error *err)
 {
-    QTAILQ_HEAD(, VFIOUserWaiter) failed = QTAILQ_HEAD_INITIALIZER(failed);
+    g_autofree Coroutine **wake = NULL;
+    unsigned int n = 0, i;
     VFIOUserWaiter *w, *next_w;
     VFIOUserRequest *req;
 
@@ -551,19 +546,30 @@ static void vfio_user_drop_channel(VFIOProxy *proxy, VFIOProxyState state,
     }
 
     /*
-     * Take the waiters off the list first: completing one may run its
-     * coroutine, which may change the list.  The receiver completes the
+     * Complete every waiter before waking any: a woken coroutine may run
+     * others (a handler's failed reply opens the send gate) and change
+     * the list, or end, its waiter with it.  The receiver completes the
      * one it is reading into.
      */
+    QTAILQ_FOREACH(w, &proxy->waiters, next) {
+        n++;
+    }
+    wake = g_new(Coroutine *, n);
+    n = 0;
     QTAILQ_FOREACH_SAFE(w, &proxy->waiters, next, next_w) {
         if (!vfio_user_receiving(w)) {
             QTAILQ_REMOVE(&proxy->waiters, w, next);
-            QTAILQ_INSERT_TAIL(&failed, w, next);
+            w->state = VFIO_USER_WAITER_DONE;
+            w->ret = -ECONNRESET;
+            w->err = error_copy(err);
+            if (w->sleeping) {
+                wake[n++] = w->sleeping;
+            }
         }
     }
-    while ((w = QTAILQ_FIRST(&failed))) {
-        QTAILQ_REMOVE(&failed, w, next);
-        vfio_user_finish(w, -ECONNRESET, error_copy(err));
+    /* Only we wake a sleeping waiter: these still sleep */
+    for (i = 0; i < n; i++) {
+        aio_co_wake(wake[i]);
     }
     proxy->late_id = -1;
 
@@ -886,7 +892,10 @@ static int coroutine_fn vfio_user_co_request(VFIOProxy *proxy,
                 vfio_user_complete(&w, -ECONNRESET, local_err);
             }
         } else {
-            w.state = VFIO_USER_WAITER_SENT;
+            /* Unless the connection failed while the message went out */
+            if (w.state == VFIO_USER_WAITER_QUEUED) {
+                w.state = VFIO_USER_WAITER_SENT;
+            }
             qemu_co_mutex_unlock(&proxy->send_lock);
             if (posted && proxy->aside && !proxy->pollers) {
                 /* The server may answer it with requests: watch */
@@ -1924,7 +1933,7 @@ static int vfio_user_run(VFIOUserCall *call, bool unlock)
     bool bql;
 
     if (home && !unlock && (call->flags & VFIO_USER_SEND_NO_REPLY)) {
-        /* Posted: done once sent, nothing to poll for */
+        /* Posted: done once sent, nothing to poll for (the home thread) */
         aio_co_enter(ctx, co);
         AIO_WAIT_WHILE(ctx, !call->done);
         return call->ret;
