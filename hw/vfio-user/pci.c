@@ -19,6 +19,7 @@
 #include "qemu/module.h"
 #include "qemu/sockets.h"
 #include "hw/pci/pci.h"
+#include "hw/vfio-user/pci.h"
 #include "hw/pci/pcie.h"
 #include "hw/qdev-properties.h"
 #include "migration/blocker.h"
@@ -584,6 +585,14 @@ bool vfio_user_pci_socket_usable(SocketAddress *addr, Error **errp)
         return false;
     }
     return true;
+}
+
+VFIODevice *vfio_user_pci_vbasedev(DeviceState *dev)
+{
+    VFIOUserPCIDevice *udev = (VFIOUserPCIDevice *)
+        object_dynamic_cast(OBJECT(dev), TYPE_VFIO_USER_PCI);
+
+    return udev ? &udev->parent_obj.vbasedev : NULL;
 }
 
 static void vfio_user_pci_get_socket(Object *obj, Visitor *v,

@@ -42,16 +42,11 @@
 #include "monitor/qdev.h"
 #include "hw/qdev-core.h"
 #include "qom/object.h"
+#include "qemu/main-loop.h"
 #include "qemu/rcu.h"
+#include "block/aio.h"
 #include "qemu/thread.h"
-/*
- * hw/vfio/pci.h includes system/kvm.h, whose target-specific part wants
- * the target's cpu.h, out of a fuzz target's include path; none of it is
- * used here.
- */
-#undef COMPILING_PER_TARGET
-#include "hw/vfio/pci.h"
-#define COMPILING_PER_TARGET
+#include "hw/vfio-user/pci.h"
 #include "tests/qtest/libqtest.h"
 #include "fuzz.h"
 
@@ -133,8 +128,14 @@ static void fuzz_send(int sock, const uint8_t *buf, size_t len,
     }
     while (iov.iov_len) {
         n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
         if (n <= 0) {
-            return;
+            /* A stream cut short would make the input replay differently */
+            fprintf(stderr, "vfio-user-pci-fuzz: sendmsg: %s\n",
+                    n < 0 ? strerror(errno) : "nothing sent");
+            abort();
         }
         iov.iov_base = (uint8_t *)iov.iov_base + n;
         iov.iov_len -= n;
@@ -395,9 +396,8 @@ static uint8_t cfg_find_cap(QTestState *s, uint8_t id)
 }
 
 /* What a guest's driver does with a new device, in a few steps */
-static void fuzz_guest(QTestState *s, int drain)
+static void fuzz_guest(QTestState *s)
 {
-    char sink[4096];
     uint64_t bar[6] = { 0 };
     uint8_t cap;
     int i;
@@ -440,9 +440,6 @@ static void fuzz_guest(QTestState *s, int drain)
             qtest_writeq(s, bar[i] + 8, 0x0123456789abcdefull);
             qtest_readb(s, bar[i] + 1);
         }
-        while (recv(drain, sink, sizeof(sink), MSG_DONTWAIT) > 0) {
-            continue;
-        }
     }
     cap = cfg_find_cap(s, 0x11);            /* MSI-X */
     if (cap) {
@@ -454,6 +451,21 @@ static void fuzz_guest(QTestState *s, int drain)
         cfg_write(s, cap + 2, 2, 0);
     }
     cfg_write(s, 0x04, 2, 0x0000);
+}
+
+/*
+ * Our requests are read and dropped as they come, from the main loop the
+ * client's waits poll: a socket buffer filled with them would make the
+ * client's writes wait for the server, to a timeout.
+ */
+static void fuzz_drain(void *opaque)
+{
+    int fd = (intptr_t)opaque;
+    char sink[65536];
+
+    while (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0) {
+        continue;
+    }
 }
 
 /* The number of open descriptors: an input must not leave one behind */
@@ -521,7 +533,7 @@ static void fuzz_migration(VFIODevice *vbasedev)
         .iova = 0, .length = sizeof(bitmap) * 8 * 4096, .page_size = 4096,
         .bitmap = (uintptr_t)bitmap,
     };
-    uint8_t buf[4096];
+    uint8_t buf[4096] = { 0 };
     ssize_t got = 0;
     int i;
 
@@ -612,6 +624,8 @@ static void vfio_user_fuzz(QTestState *s, const unsigned char *data,
         fuzz_feed(sv[0], data, size, peers, &npeers);
         /* The server has said all it will say */
         shutdown(sv[0], SHUT_WR);
+        aio_set_fd_handler(qemu_get_aio_context(), sv[0], fuzz_drain, NULL,
+                           NULL, NULL, (void *)(intptr_t)sv[0]);
     }
 
     opts = qdict_new();
@@ -621,12 +635,14 @@ static void vfio_user_fuzz(QTestState *s, const unsigned char *data,
     qdict_put_str(opts, "socket", sock);
     /* No adaptive polling: an input's path must not depend on time */
     qdict_put_str(opts, "x-poll-max-ns", "0");
+    /* A request the stream does not answer fails fast (not a hang) */
+    qdict_put_str(opts, "x-msg-timeout", record ? "5000" : "200");
     dev = qdev_device_add_from_qdict(opts, false, &err);
     qobject_unref(opts);
     if (dev) {
         object_unref(OBJECT(dev));
-        fuzz_guest(s, record ? -1 : sv[0]);
-        fuzz_migration(&VFIO_PCI_BASE(dev)->vbasedev);
+        fuzz_guest(s);
+        fuzz_migration(vfio_user_pci_vbasedev(dev));
         device_cold_reset(dev);
         object_unparent(OBJECT(dev));
     } else {
@@ -634,6 +650,10 @@ static void vfio_user_fuzz(QTestState *s, const unsigned char *data,
         error_free(err);
     }
     flush_events(s);
+    if (!record) {
+        aio_set_fd_handler(qemu_get_aio_context(), sv[0], NULL, NULL, NULL,
+                           NULL, NULL);
+    }
 
     if (record) {
         /* The device's socket is closed after a grace period */
@@ -658,6 +678,7 @@ static void vfio_user_fuzz(QTestState *s, const unsigned char *data,
      */
     if (initialized && fuzz_count_fds() > nfds) {
         drain_call_rcu();
+        flush_events(s);
     }
     if (initialized && fuzz_count_fds() > nfds) {
         fprintf(stderr, "vfio-user-pci-fuzz: %d descriptors leaked\n",
