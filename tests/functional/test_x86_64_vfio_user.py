@@ -106,12 +106,12 @@ class VfioUserPci(QemuSystemTest):
          'pool/main/b/busybox/busybox-static_1.35.0-4+deb12u1+b1_amd64.deb'),
         '3d3fdbe91d4660c873e14b092c213fe81c1da6362daa236eb25d0171eb108744')
 
-    def make_guest(self, pattern):
+    def make_guest(self, pattern, modules):
         """Extract the kernel; make the initramfs; return their paths"""
         mods = 'lib/modules/%s/kernel/' % self.KERNEL_RELEASE
         self.archive_extract(self.ASSET_KERNEL_DEB, format='deb',
                              member='boot/vmlinuz-' + self.KERNEL_RELEASE)
-        for m in NVME_MODULES:
+        for m in modules:
             self.archive_extract(self.ASSET_KERNEL_DEB, format='deb',
                                  member=mods + m)
         self.archive_extract(self.ASSET_BUSYBOX_DEB, format='deb',
@@ -122,7 +122,7 @@ class VfioUserPci(QemuSystemTest):
         with open(self.scratch_file('bin', 'busybox'), 'rb') as f:
             entries.append(('bin/busybox', 0o100755, f.read()))
         order = []
-        for m in NVME_MODULES:
+        for m in modules:
             name = os.path.basename(m)
             with open(self.scratch_file(*(mods + m).split('/')), 'rb') as f:
                 entries.append(('modules/' + name, 0o100644, f.read()))
@@ -145,8 +145,8 @@ class VfioUserPci(QemuSystemTest):
             time.sleep(0.1)
         self.fail('no server socket ' + path)
 
-    def boot_guest(self, sock, test, pattern=b''):
-        kernel, initrd = self.make_guest(pattern)
+    def boot_guest(self, sock, test, pattern=b'', modules=()):
+        kernel, initrd = self.make_guest(pattern, modules)
         self.vm.set_console()
         self.vm.add_args('-machine', 'pc', '-accel', 'tcg',
                          '-object', 'memory-backend-memfd,id=mem,size=512M,'
@@ -185,7 +185,7 @@ class VfioUserPci(QemuSystemTest):
 
         pattern = bytes((i * 7 + i // 4096) & 0xff
                         for i in range(PATTERN_SIZE))
-        self.boot_guest(sock, 'nvme', pattern)
+        self.boot_guest(sock, 'nvme', pattern, NVME_MODULES)
         # auto-shutdown: the server ends with its client
         server.wait()
         # The data went through vfio-user to the server's disk
