@@ -176,18 +176,26 @@ static bool vfio_user_pci_check_cap_list(const uint8_t *config, uint32_t pos,
 }
 
 /*
- * The config space comes from the server: check its capability lists
- * before anything walks them (pci_find_capability() and the vfio-pci
- * base follow them without bounds, trusting a kernel that checks them).
- * An entry seen twice is a loop, so the walks end.
+ * The config space comes from the server: check its header type (an
+ * endpoint's: hw/vfio registers six BARs) and its capability lists before
+ * anything walks them (pci_find_capability() and the vfio-pci base follow
+ * them without bounds, trusting a kernel that checks them).  An entry
+ * seen twice is a loop, so the walks end.
  */
 static bool vfio_user_pci_check_caps(VFIOUserPCIDevice *udev, Error **errp)
 {
     VFIOPCIDevice *vdev = &udev->parent_obj;
     const uint8_t *config = vdev->pdev.config;
     DECLARE_BITMAP(seen, PCIE_CONFIG_SPACE_SIZE / 4) = { 0 };
+    uint8_t type = config[PCI_HEADER_TYPE] & ~PCI_HEADER_TYPE_MULTI_FUNCTION;
     uint32_t header;
 
+    /* A bridge's header has two BARs, PCI's code asserts it */
+    if (type != PCI_HEADER_TYPE_NORMAL) {
+        error_setg(errp, "the device's header type is %u: only type 0 "
+                   "(an endpoint, not a bridge) can be used", type);
+        return false;
+    }
     if ((pci_get_word(config + PCI_STATUS) & PCI_STATUS_CAP_LIST) &&
         !vfio_user_pci_check_cap_list(config, config[PCI_CAPABILITY_LIST],
                                       PCI_CONFIG_HEADER_SIZE,
