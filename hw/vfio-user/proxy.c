@@ -28,23 +28,10 @@
 #include "block/aio.h"
 #include "block/aio-wait.h"
 #include "io/channel-socket.h"
-#include "qobject/qdict.h"
-#include "qobject/qjson.h"
-#include "qobject/qbool.h"
-#include "qobject/qnum.h"
 #include "hw/vfio-user/proxy.h"
+#include "message.h"
+#include "proxy-internal.h"
 #include "trace.h"
-
-/*
- * What we propose in VFIO_USER_VERSION, i.e. what we accept from the
- * server.  QIOChannelSocket passes at most 16 descriptors per message
- * (SOCKET_MAX_FDS in io/channel-socket.c), in both directions.
- */
-#define VFIO_USER_MAX_FDS           16
-#define VFIO_USER_MAX_XFER          VFIO_USER_DEF_MAX_XFER
-
-/* The largest errno value (Linux's MAX_ERRNO). */
-#define VFIO_USER_MAX_ERRNO         4095
 
 /*
  * Adaptive polling of a waiting thread (vfio_user_poll_reply()): the
@@ -167,8 +154,11 @@ struct VFIOProxy {
     int fd;
     /* The receiver waits for the socket to become readable. */
     bool recv_waiting;
-    /* What our AioHandler on @fd is registered for (see update_handler) */
-    int handler_fd;
+    /*
+     * The channel our AioHandler is registered on (a reference: its fd
+     * stays open while registered), and for what; see update_handler.
+     */
+    QIOChannel *handler_ioc;
     bool handler_read;
     bool handler_write;
     /*
@@ -239,51 +229,6 @@ struct VFIOProxy {
     size_t request_bytes;
 };
 
-/* A blocking call run in a coroutine for a caller outside coroutines. */
-typedef struct VFIOUserCall {
-    VFIOProxy *proxy;
-    /* The request; NULL to negotiate the version. */
-    VFIOUserHdr *msg;
-    VFIOUserFDs *fds;
-    uint32_t reply_max;
-    unsigned int flags;
-    Error **errp;
-    int ret;
-    bool done;
-    /* NULL when the caller polls the AioContext. */
-    QemuSemaphore *sem;
-} VFIOUserCall;
-
-static const char *const vfio_user_command_names[] = {
-    [VFIO_USER_VERSION] = "VERSION",
-    [VFIO_USER_DMA_MAP] = "DMA_MAP",
-    [VFIO_USER_DMA_UNMAP] = "DMA_UNMAP",
-    [VFIO_USER_DEVICE_GET_INFO] = "DEVICE_GET_INFO",
-    [VFIO_USER_DEVICE_GET_REGION_INFO] = "DEVICE_GET_REGION_INFO",
-    [VFIO_USER_DEVICE_GET_REGION_IO_FDS] = "DEVICE_GET_REGION_IO_FDS",
-    [VFIO_USER_DEVICE_GET_IRQ_INFO] = "DEVICE_GET_IRQ_INFO",
-    [VFIO_USER_DEVICE_SET_IRQS] = "DEVICE_SET_IRQS",
-    [VFIO_USER_REGION_READ] = "REGION_READ",
-    [VFIO_USER_REGION_WRITE] = "REGION_WRITE",
-    [VFIO_USER_DMA_READ] = "DMA_READ",
-    [VFIO_USER_DMA_WRITE] = "DMA_WRITE",
-    [VFIO_USER_DEVICE_RESET] = "DEVICE_RESET",
-    [VFIO_USER_DIRTY_PAGES] = "DIRTY_PAGES",
-    [VFIO_USER_REGION_WRITE_MULTI] = "REGION_WRITE_MULTI",
-    [VFIO_USER_DEVICE_FEATURE] = "DEVICE_FEATURE",
-    [VFIO_USER_MIG_DATA_READ] = "MIG_DATA_READ",
-    [VFIO_USER_MIG_DATA_WRITE] = "MIG_DATA_WRITE",
-};
-
-static const char *vfio_user_command_name(uint16_t command)
-{
-    if (command < ARRAY_SIZE(vfio_user_command_names) &&
-        vfio_user_command_names[command]) {
-        return vfio_user_command_names[command];
-    }
-    return "unknown";
-}
-
 /* Set @errp to an error that names the server. */
 static void G_GNUC_PRINTF(3, 4)
 vfio_user_error(VFIOProxy *proxy, Error **errp, const char *fmt, ...)
@@ -295,42 +240,6 @@ vfio_user_error(VFIOProxy *proxy, Error **errp, const char *fmt, ...)
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     error_setg(errp, "vfio-user server %s: %s", proxy->name, msg);
-}
-
-static void vfio_user_close_fds(const int *fds, size_t nfds)
-{
-    size_t i;
-
-    for (i = 0; i < nfds; i++) {
-        close(fds[i]);
-    }
-}
-
-/*
- * The negative errno of an error reply: EINVAL when the server gave
- * none, EIO for a value no errno has (the reply is a failure either
- * way; it must never read as a success or a byte count).
- */
-static int vfio_user_reply_errno(uint32_t error_reply)
-{
-    if (!error_reply) {
-        return -EINVAL;
-    }
-    if (error_reply > VFIO_USER_MAX_ERRNO) {
-        return -EIO;
-    }
-    return -(int)error_reply;
-}
-
-static void vfio_user_default_caps(VFIOUserCaps *caps)
-{
-    *caps = (VFIOUserCaps) {
-        .max_send_fds = VFIO_USER_DEF_MAX_FDS,
-        .max_xfer = VFIO_USER_DEF_MAX_XFER,
-        .max_dma_maps = VFIO_USER_DEF_MAX_DMA_MAPS,
-        .pgsizes = VFIO_USER_DEF_PGSIZES,
-        .twin_fd_index = -1,
-    };
 }
 
 static void vfio_user_set_state(VFIOProxy *proxy, VFIOProxyState state)
@@ -417,10 +326,24 @@ static void vfio_user_writable(void *opaque)
     }
 }
 
+/* Remove our AioHandler, from the last channel's socket or the current. */
+static void vfio_user_clear_handler(VFIOProxy *proxy)
+{
+    if (proxy->handler_ioc) {
+        qio_channel_set_aio_fd_handler(proxy->handler_ioc, proxy->ctx, NULL,
+                                       proxy->ctx, NULL, NULL);
+        g_clear_pointer(&proxy->handler_ioc, object_unref);
+    }
+    proxy->handler_read = false;
+    proxy->handler_write = false;
+}
+
 /*
  * The socket is polled for reading while the receiver lives and is not
  * paused by back-pressure (the handler is level triggered: a paused
  * receiver would make every poll spin on the unread message).
+ * The handler is registered with the channel, which we hold while it is:
+ * its fd cannot be closed and reused under it.
  */
 static void vfio_user_update_handler(VFIOProxy *proxy)
 {
@@ -429,22 +352,23 @@ static void vfio_user_update_handler(VFIOProxy *proxy)
                 (!aside || (proxy->nwaiting && !proxy->pollers));
     bool write = proxy->write_co;
 
+    if (proxy->handler_ioc != proxy->ioc) {
+        vfio_user_clear_handler(proxy);
+    }
     /* Registering notifies the AioContext: do it only for a change */
-    if ((proxy->handler_fd == proxy->fd || (proxy->handler_fd < 0 &&
-                                            !read && !write)) &&
-        read == proxy->handler_read && write == proxy->handler_write) {
+    if (!proxy->ioc ||
+        (read == proxy->handler_read && write == proxy->handler_write)) {
         return;
     }
-    if (proxy->handler_fd >= 0 && proxy->handler_fd != proxy->fd) {
-        aio_set_fd_handler(proxy->ctx, proxy->handler_fd, NULL, NULL, NULL,
-                           NULL, NULL);
+    qio_channel_set_aio_fd_handler(proxy->ioc,
+                                   proxy->ctx, read ? vfio_user_readable : NULL,
+                                   proxy->ctx, write ? vfio_user_writable : NULL,
+                                   proxy);
+    if (!read && !write) {
+        g_clear_pointer(&proxy->handler_ioc, object_unref);
+    } else if (!proxy->handler_ioc) {
+        proxy->handler_ioc = QIO_CHANNEL(object_ref(proxy->ioc));
     }
-    aio_set_fd_handler(proxy->ctx, proxy->fd,
-                       read ? vfio_user_readable : NULL,
-                       write ? vfio_user_writable : NULL,
-                       NULL, NULL, proxy);
-    /* Nothing registered: no number to remove later (it may be reused) */
-    proxy->handler_fd = read || write ? proxy->fd : -1;
     proxy->handler_read = read;
     proxy->handler_write = write;
 }
@@ -628,18 +552,6 @@ static bool vfio_user_can_send(VFIOProxy *proxy, unsigned int gen,
     }
     vfio_user_error(proxy, errp, "not connected");
     return false;
-}
-
-/* The header of @msg as it goes on the wire (little-endian). */
-static VFIOUserHdr vfio_user_hdr_le(const VFIOUserHdr *msg)
-{
-    return (VFIOUserHdr) {
-        .id = cpu_to_le16(msg->id),
-        .command = cpu_to_le16(msg->command),
-        .size = cpu_to_le32(msg->size),
-        .flags = cpu_to_le32(msg->flags),
-        .error_reply = cpu_to_le32(msg->error_reply),
-    };
 }
 
 /*
@@ -936,26 +848,6 @@ static int coroutine_fn vfio_user_co_request(VFIOProxy *proxy,
     return w.ret;
 }
 
-/*
- * The data a request carries, which max_data_xfer_size limits (the spec
- * applies it to the data of transfers, not to the fixed part of messages).
- */
-static uint32_t vfio_user_data_len(const VFIOUserHdr *msg)
-{
-    uint32_t fixed;
-
-    switch (msg->command) {
-    case VFIO_USER_REGION_WRITE:
-        fixed = sizeof(VFIOUserRegionRW);
-        break;
-    case VFIO_USER_MIG_DATA_WRITE:
-        fixed = sizeof(VFIOUserMigData);
-        break;
-    default:
-        return 0;
-    }
-    return msg->size > fixed ? msg->size - fixed : 0;
-}
 
 int coroutine_fn vfio_user_co_send_recv(VFIOProxy *proxy, VFIOUserHdr *msg,
                                         VFIOUserFDs *fds, uint32_t reply_max,
@@ -1432,253 +1324,7 @@ static void coroutine_fn vfio_user_req_co(void *opaque)
     proxy->req_co = NULL;
 }
 
-/* Our proposal: what we support, and our limits. */
-static GString *vfio_user_caps_json(void)
-{
-    g_autoptr(QDict) top = qdict_new();
-    QDict *caps = qdict_new();
-    QDict *migr, *twin;
-
-    qdict_put_int(caps, VFIO_USER_CAP_MAX_FDS, VFIO_USER_MAX_FDS);
-    qdict_put_int(caps, VFIO_USER_CAP_MAX_XFER, VFIO_USER_MAX_XFER);
-    qdict_put_int(caps, VFIO_USER_CAP_MAX_DMA_MAPS,
-                  VFIO_USER_DEF_MAX_DMA_MAPS);
-    qdict_put_int(caps, VFIO_USER_CAP_PGSIZES, qemu_real_host_page_size());
-    /* Migration v2: DEVICE_FEATURE, MIG_DATA_READ/WRITE */
-    migr = qdict_new();
-    qdict_put_int(migr, VFIO_USER_CAP_MIGR_PGSIZE, qemu_real_host_page_size());
-    qdict_put(caps, VFIO_USER_CAP_MIGR, migr);
-    /* The server's requests on a socket of their own */
-    twin = qdict_new();
-    qdict_put_bool(twin, VFIO_USER_CAP_TWIN_SUPPORTED, true);
-    qdict_put(caps, VFIO_USER_CAP_TWIN_SOCKET, twin);
-    /* Only what is implemented: write_multiple comes with its feature. */
-    qdict_put(top, VFIO_USER_CAP, caps);
-    return qobject_to_json(QOBJECT(top));
-}
-
-/* An unsigned integer capability within [@min, @max]. */
-static bool vfio_user_cap_uint(const QDictEntry *e, uint64_t min,
-                               uint64_t max, uint64_t *val, Error **errp)
-{
-    QNum *num = qobject_to(QNum, qdict_entry_value(e));
-
-    if (!num || !qnum_get_try_uint(num, val)) {
-        error_setg(errp, "capability '%s' is not an unsigned integer",
-                   qdict_entry_key(e));
-        return false;
-    }
-    if (*val < min || *val > max) {
-        error_setg(errp, "capability '%s' is %" PRIu64 ", out of range "
-                   "[%" PRIu64 ", %" PRIu64 "]", qdict_entry_key(e), *val,
-                   min, max);
-        return false;
-    }
-    return true;
-}
-
-/*
- * "migration": {"pgsize": N}: the page size of dirty tracking, ours (the
- * only one we proposed) if present.
- */
-static bool vfio_user_parse_migration(const QDictEntry *e,
-                                      VFIOUserCaps *caps, Error **errp)
-{
-    QDict *migr = qobject_to(QDict, qdict_entry_value(e));
-    const QDictEntry *m;
-    uint64_t val;
-
-    if (!migr) {
-        error_setg(errp, "capability '%s' is not an object",
-                   qdict_entry_key(e));
-        return false;
-    }
-    for (m = qdict_first(migr); m; m = qdict_next(migr, m)) {
-        if (strcmp(qdict_entry_key(m), VFIO_USER_CAP_MIGR_PGSIZE)) {
-            error_setg(errp, "migration capability '%s' was not proposed",
-                       qdict_entry_key(m));
-            return false;
-        }
-        if (!vfio_user_cap_uint(m, 1, UINT64_MAX, &val, errp)) {
-            return false;
-        }
-        if (val != qemu_real_host_page_size()) {
-            /* Not what we proposed: the device works, it does not migrate */
-            trace_vfio_user_cap_ignored("migration (page size)");
-            return true;
-        }
-    }
-    caps->migration = true;
-    return true;
-}
-
-/*
- * "twin_socket": {"supported": true, "fd_index": N}: the reply's
- * descriptor N is the twin socket (checked against the descriptors by
- * the caller).
- */
-static bool vfio_user_parse_twin(const QDictEntry *e, VFIOUserCaps *caps,
-                                 Error **errp)
-{
-    QDict *twin = qobject_to(QDict, qdict_entry_value(e));
-    const QDictEntry *m;
-    bool supported = false;
-    uint64_t index = UINT64_MAX;
-
-    if (!twin) {
-        error_setg(errp, "capability '%s' is not an object",
-                   qdict_entry_key(e));
-        return false;
-    }
-    for (m = qdict_first(twin); m; m = qdict_next(twin, m)) {
-        const char *key = qdict_entry_key(m);
-
-        if (!strcmp(key, VFIO_USER_CAP_TWIN_SUPPORTED)) {
-            QBool *b = qobject_to(QBool, qdict_entry_value(m));
-
-            if (!b) {
-                error_setg(errp, "twin_socket '%s' is not a boolean", key);
-                return false;
-            }
-            supported = qbool_get_bool(b);
-        } else if (!strcmp(key, VFIO_USER_CAP_TWIN_FD_INDEX)) {
-            if (!vfio_user_cap_uint(m, 0, VFIO_USER_MAX_FDS - 1, &index,
-                                    errp)) {
-                return false;
-            }
-        } else {
-            error_setg(errp, "twin_socket capability '%s' was not proposed",
-                       key);
-            return false;
-        }
-    }
-    if (supported && index == UINT64_MAX) {
-        error_setg(errp, "twin_socket is supported without an fd_index");
-        return false;
-    }
-    caps->twin_fd_index = supported ? index : -1;
-    return true;
-}
-
-/*
- * Parse the server's capabilities: what it accepts must be a subset of
- * what we proposed, of the right types, within range.
- */
-static bool vfio_user_parse_caps(const char *json, VFIOUserCaps *caps,
-                                 Error **errp)
-{
-    QObject *obj = qobject_from_json(json, errp);
-    g_autoptr(QDict) top = qobject_to(QDict, obj);
-    QDict *dict;
-    const QDictEntry *e;
-    uint64_t val;
-
-    if (!top) {
-        if (obj) {
-            qobject_unref(obj);
-            error_setg(errp, "capabilities are not a JSON object");
-        }
-        return false;
-    }
-    for (e = qdict_first(top); e; e = qdict_next(top, e)) {
-        if (strcmp(qdict_entry_key(e), VFIO_USER_CAP)) {
-            error_setg(errp, "unexpected member '%s'", qdict_entry_key(e));
-            return false;
-        }
-    }
-    if (!qdict_haskey(top, VFIO_USER_CAP)) {
-        return true;
-    }
-    dict = qobject_to(QDict, qdict_get(top, VFIO_USER_CAP));
-    if (!dict) {
-        error_setg(errp, "'%s' is not an object", VFIO_USER_CAP);
-        return false;
-    }
-
-    for (e = qdict_first(dict); e; e = qdict_next(dict, e)) {
-        const char *key = qdict_entry_key(e);
-
-        if (!strcmp(key, VFIO_USER_CAP_MAX_FDS)) {
-            if (!vfio_user_cap_uint(e, 1, INT32_MAX, &val, errp)) {
-                return false;
-            }
-            caps->max_send_fds = MIN(val, VFIO_USER_MAX_FDS);
-        } else if (!strcmp(key, VFIO_USER_CAP_MAX_XFER)) {
-            /* A register access of up to 8 bytes must fit. */
-            if (!vfio_user_cap_uint(e, 8, UINT32_MAX, &caps->max_xfer,
-                                    errp)) {
-                return false;
-            }
-        } else if (!strcmp(key, VFIO_USER_CAP_MAX_DMA_MAPS)) {
-            if (!vfio_user_cap_uint(e, 1, UINT32_MAX, &caps->max_dma_maps,
-                                    errp)) {
-                return false;
-            }
-        } else if (!strcmp(key, VFIO_USER_CAP_PGSIZES)) {
-            if (!vfio_user_cap_uint(e, 1, UINT64_MAX, &caps->pgsizes, errp)) {
-                return false;
-            }
-            if (caps->pgsizes & (VFIO_USER_DEF_PGSIZES - 1)) {
-                error_setg(errp, "page sizes 0x%" PRIx64 " include sizes "
-                           "below 4 KiB", caps->pgsizes);
-                return false;
-            }
-        } else if (!strcmp(key, VFIO_USER_CAP_MIGR)) {
-            if (!vfio_user_parse_migration(e, caps, errp)) {
-                return false;
-            }
-        } else if (!strcmp(key, VFIO_USER_CAP_TWIN_SOCKET)) {
-            if (!vfio_user_parse_twin(e, caps, errp)) {
-                return false;
-            }
-        } else if (!strcmp(key, VFIO_USER_CAP_WRITE_MULTIPLE)) {
-            /* Known, not proposed (not implemented here): ignored. */
-            trace_vfio_user_cap_ignored(key);
-        } else {
-            error_setg(errp, "capability '%s' was not proposed", key);
-            return false;
-        }
-    }
-    return true;
-}
-
-/* Check the VERSION reply and take the capabilities it accepts. */
-static bool vfio_user_parse_version(VFIOUserVersion *reply,
-                                    VFIOUserCaps *caps, Error **errp)
-{
-    size_t len;
-
-    if (reply->hdr.size < sizeof(*reply)) {
-        error_setg(errp, "reply of %u bytes is too short", reply->hdr.size);
-        return false;
-    }
-    vfio_user_default_caps(caps);
-    caps->major = le16_to_cpu(reply->major);
-    caps->minor = le16_to_cpu(reply->minor);
-    if (caps->major != VFIO_USER_MAJOR_VER) {
-        error_setg(errp, "major version %u differs from ours (%u)",
-                   caps->major, VFIO_USER_MAJOR_VER);
-        return false;
-    }
-    if (caps->minor > VFIO_USER_MINOR_VER) {
-        error_setg(errp, "minor version %u is above ours (%u)",
-                   caps->minor, VFIO_USER_MINOR_VER);
-        return false;
-    }
-
-    len = reply->hdr.size - sizeof(*reply);
-    if (!len) {
-        return true;
-    }
-    if (strnlen(reply->capabilities, len) != len - 1) {
-        error_setg(errp, "capabilities are not a NUL-terminated string");
-        return false;
-    }
-    return vfio_user_parse_caps(reply->capabilities, caps, errp);
-}
-
-static int coroutine_fn vfio_user_co_negotiate(VFIOProxy *proxy,
-                                               Error **errp)
+int coroutine_fn vfio_user_co_negotiate(VFIOProxy *proxy, Error **errp)
 {
     g_autoptr(GString) json = vfio_user_caps_json();
     uint32_t size = sizeof(VFIOUserVersion) + json->len + 1;
@@ -1759,24 +1405,6 @@ static int coroutine_fn vfio_user_co_negotiate(VFIOProxy *proxy,
     return 0;
 }
 
-static void coroutine_fn vfio_user_call_co(void *opaque)
-{
-    VFIOUserCall *call = opaque;
-
-    if (call->msg) {
-        call->ret = vfio_user_co_send_recv(call->proxy, call->msg, call->fds,
-                                           call->reply_max, call->flags,
-                                           call->errp);
-    } else {
-        call->ret = vfio_user_co_negotiate(call->proxy, call->errp);
-    }
-    /* With a semaphore, the caller's frame may go as soon as we post. */
-    call->done = true;
-    if (call->sem) {
-        qemu_sem_post(call->sem);
-    }
-}
-
 /*
  * Adaptive polling, as AioContext's for IOThreads: a reply that came
  * @elapsed ns after the waiter started polling.  Within the window: keep
@@ -1846,7 +1474,7 @@ static void vfio_user_poll_account(VFIOProxy *proxy, int64_t elapsed)
  * is paused, or busy), nothing was sent yet, or a slice of blocking
  * passed without a message (timers and bottom halves then run).
  */
-static bool vfio_user_poll_reply(VFIOProxy *proxy)
+bool vfio_user_poll_reply(VFIOProxy *proxy)
 {
     QIOChannel *twin = proxy->twin_ioc;
     /*
@@ -1919,91 +1547,18 @@ ready:
     return true;
 }
 
-/*
- * Run @call in a coroutine and wait for it.  In the home thread of the
- * AioContext (with @unlock false) poll it; else sleep on a semaphore,
- * without the BQL.
- */
-static int vfio_user_run(VFIOUserCall *call, bool unlock)
+void vfio_user_poll_begin(VFIOProxy *proxy)
 {
-    AioContext *ctx = call->proxy->ctx;
-    Coroutine *co = qemu_coroutine_create(vfio_user_call_co, call);
-    bool home = in_aio_context_home_thread(ctx);
-    QemuSemaphore sem;
-    bool bql;
-
-    if (home && !unlock && (call->flags & VFIO_USER_SEND_NO_REPLY)) {
-        /* Posted: done once sent, nothing to poll for (the home thread) */
-        aio_co_enter(ctx, co);
-        AIO_WAIT_WHILE(ctx, !call->done);
-        return call->ret;
+    if (!proxy->pollers++ && !proxy->aside && !proxy->twin_ioc) {
+        vfio_user_step_aside(proxy);
     }
-    if (home && !unlock) {
-        VFIOProxy *proxy = call->proxy;
-
-        if (!proxy->pollers++ && !proxy->aside && !proxy->twin_ioc) {
-            vfio_user_step_aside(proxy);
-        }
-        aio_co_enter(ctx, co);
-        while (!call->done) {
-            if (!vfio_user_poll_reply(proxy)) {
-                aio_poll(ctx, true);
-            }
-        }
-        proxy->pollers--;
-        proxy->last_poll = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
-        vfio_user_update_handler(proxy);
-        return call->ret;
-    }
-
-    qemu_sem_init(&sem, 0);
-    call->sem = &sem;
-    if (home) {
-        /* Send from here: the message leaves before we return. */
-        aio_co_enter(ctx, co);
-    } else {
-        aio_co_schedule(ctx, co);
-    }
-    /* Done already (posted, or failed at once): keep the BQL. */
-    bql = bql_locked() && !(home && call->done);
-    if (bql) {
-        bql_unlock();
-    }
-    qemu_sem_wait(&sem);
-    if (bql) {
-        bql_lock();
-    }
-    qemu_sem_destroy(&sem);
-    return call->ret;
 }
 
-int vfio_user_send_recv(VFIOProxy *proxy, VFIOUserHdr *msg, VFIOUserFDs *fds,
-                        uint32_t reply_max, unsigned int flags, Error **errp)
+void vfio_user_poll_end(VFIOProxy *proxy)
 {
-    VFIOUserCall call = {
-        .proxy = proxy, .msg = msg, .fds = fds, .reply_max = reply_max,
-        .flags = flags, .errp = errp,
-    };
-
-    if (qemu_in_coroutine()) {
-        return vfio_user_co_send_recv(proxy, msg, fds, reply_max, flags,
-                                      errp);
-    }
-    return vfio_user_run(&call, false);
-}
-
-int vfio_user_send_recv_unlocked(VFIOProxy *proxy, VFIOUserHdr *msg,
-                                 VFIOUserFDs *fds, uint32_t reply_max,
-                                 unsigned int flags, Error **errp)
-{
-    VFIOUserCall call = {
-        .proxy = proxy, .msg = msg, .fds = fds, .reply_max = reply_max,
-        .flags = flags, .errp = errp,
-    };
-
-    assert(!qemu_in_coroutine() && bql_locked() &&
-           proxy->ctx == qemu_get_aio_context());
-    return vfio_user_run(&call, true);
+    proxy->pollers--;
+    proxy->last_poll = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    vfio_user_update_handler(proxy);
 }
 
 void vfio_user_msg_init(VFIOUserHdr *msg, VFIOUserCommand command,
@@ -2024,7 +1579,6 @@ VFIOProxy *vfio_user_proxy_new(AioContext *ctx, const VFIOUserProxyOps *ops,
     proxy->timeout_ms = VFIO_USER_DEFAULT_TIMEOUT_MS;
     proxy->state = VFIO_PROXY_CLOSED;
     proxy->late_id = -1;
-    proxy->handler_fd = -1;
     aio_timer_init(proxy->ctx, &proxy->aside_timer, QEMU_CLOCK_REALTIME,
                    SCALE_MS, vfio_user_aside_timer_cb, proxy);
     proxy->poll_max_ns = VFIO_USER_DEFAULT_POLL_MAX_NS;
@@ -2142,11 +1696,9 @@ static void vfio_user_attach_channel(VFIOProxy *proxy, QIOChannelSocket *sioc,
     aio_co_enter(proxy->ctx, proxy->recv_co);
 }
 
-int vfio_user_proxy_attach(VFIOProxy *proxy, QIOChannelSocket *sioc,
-                           const char *name, Error **errp)
+int vfio_user_proxy_start_attach(VFIOProxy *proxy, QIOChannelSocket *sioc,
+                                 const char *name, Error **errp)
 {
-    Error *local_err = NULL;
-    VFIOUserCall call = { .proxy = proxy, .errp = &local_err };
     int ret;
 
     ret = vfio_user_attach_check(proxy, sioc, name, errp);
@@ -2155,14 +1707,7 @@ int vfio_user_proxy_attach(VFIOProxy *proxy, QIOChannelSocket *sioc,
     }
     vfio_user_drain(proxy);
     vfio_user_attach_channel(proxy, sioc, name);
-
-    ret = vfio_user_run(&call, false);
-    if (ret < 0) {
-        /* Spec: a client that refuses the version closes the connection. */
-        vfio_user_fail(proxy, proxy->gen, error_copy(local_err));
-        error_propagate(errp, local_err);
-    }
-    return ret;
+    return 0;
 }
 
 int coroutine_fn vfio_user_co_proxy_attach(VFIOProxy *proxy,
@@ -2285,19 +1830,6 @@ QIOChannelSocket *vfio_user_proxy_open(VFIOProxy *proxy, SocketAddress *addr,
     return sioc;
 }
 
-int vfio_user_proxy_connect(VFIOProxy *proxy, SocketAddress *addr,
-                            Error **errp)
-{
-    g_autoptr(QIOChannelSocket) sioc = NULL;
-    g_autofree char *name = NULL;
-
-    sioc = vfio_user_proxy_open(proxy, addr, false, &name, errp);
-    if (!sioc) {
-        return name ? -ECONNREFUSED : -EINVAL;
-    }
-    return vfio_user_proxy_attach(proxy, sioc, name, errp);
-}
-
 void vfio_user_proxy_close(VFIOProxy *proxy)
 {
     Error *err = NULL;
@@ -2311,6 +1843,7 @@ void vfio_user_proxy_close(VFIOProxy *proxy)
     }
     if (proxy->ioc) {
         vfio_user_drain(proxy);
+        vfio_user_clear_handler(proxy);
         object_unref(proxy->ioc);
         proxy->ioc = NULL;
     }
@@ -2346,4 +1879,9 @@ const VFIOUserCaps *vfio_user_proxy_caps(VFIOProxy *proxy)
 const char *vfio_user_proxy_name(VFIOProxy *proxy)
 {
     return proxy->name;
+}
+
+AioContext *vfio_user_proxy_context(VFIOProxy *proxy)
+{
+    return proxy->ctx;
 }

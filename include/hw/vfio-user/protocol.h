@@ -4,7 +4,7 @@
  * The messages a vfio-user client exchanges with its server, as described
  * by subprojects/libvfio-user/docs/vfio-user.rst and its newer revisions.
  * All fields are little-endian on the wire.  VFIOUserHdr is kept in host
- * byte order by the transport (hw/vfio-user/proxy.c), which converts it on
+ * byte order by the transport (hw/vfio-user/message.c), which converts it on
  * send and receive; payloads are converted by their users.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -254,5 +254,22 @@ typedef struct VFIOUserMigData {
     uint32_t size;
     uint8_t data[];
 } VFIOUserMigData;
+
+/* What the server accepted in VFIO_USER_VERSION (spec defaults if absent). */
+typedef struct VFIOUserCaps {
+    uint16_t major;
+    uint16_t minor;
+    /* File descriptors we may send in one message (max_msg_fds). */
+    uint32_t max_send_fds;
+    /* Largest data transfer the server accepts (max_data_xfer_size). */
+    uint64_t max_xfer;
+    uint64_t max_dma_maps;
+    /* Page sizes the server supports for DMA maps, or'ed together. */
+    uint64_t pgsizes;
+    /* The server accepted our migration proposal (our page size) */
+    bool migration;
+    /* The reply's descriptor that is the twin socket, or -1 */
+    int twin_fd_index;
+} VFIOUserCaps;
 
 #endif /* HW_VFIO_USER_PROTOCOL_H */

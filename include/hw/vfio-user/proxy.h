@@ -44,23 +44,6 @@ typedef enum VFIOProxyState {
     VFIO_PROXY_FAILED,
 } VFIOProxyState;
 
-/* What the server accepted in VFIO_USER_VERSION (spec defaults if absent). */
-typedef struct VFIOUserCaps {
-    uint16_t major;
-    uint16_t minor;
-    /* File descriptors we may send in one message (max_msg_fds). */
-    uint32_t max_send_fds;
-    /* Largest data transfer the server accepts (max_data_xfer_size). */
-    uint64_t max_xfer;
-    uint64_t max_dma_maps;
-    /* Page sizes the server supports for DMA maps, or'ed together. */
-    uint64_t pgsizes;
-    /* The server accepted our migration proposal (our page size) */
-    bool migration;
-    /* The reply's descriptor that is the twin socket, or -1 */
-    int twin_fd_index;
-} VFIOUserCaps;
-
 /*
  * File descriptors that travel with a message.
  * @send, @nsend: passed with the request (the caller keeps them open and
