@@ -3,9 +3,9 @@
 #
 # Build the transport's libFuzzer target (tests/fuzz/vfio-user-proxy-fuzz.c)
 # in OUT: it and the transport's sources (hw/vfio-user/*.c that the unit
-# test links) compiled with clang like the transport's unit test (flags from build/qemu/build's compile database,
-# less the gcc-only ones), plus the sanitizers and any EXTRA flags, and
-# linked like the unit test.  Used by scripts/fuzz and
+# test links) compiled with clang like the transport's unit test (flags
+# from build/qemu/build's compile database, less the gcc-only ones), plus
+# the sanitizers and any EXTRA flags, and linked like the unit test.  Used by scripts/fuzz and
 # scripts/fuzz-coverage (EXTRA: the coverage flags).
 #
 #   scripts/build-proxy-fuzz.py OUT [EXTRA...]

@@ -82,6 +82,11 @@ def trim(path, text, present, overlay):
         if named and not named & present:
             continue
         out.append("\n".join(kept))
+    for line in "\n\n".join(out).split("\n"):
+        if named_sources(line, directory, overlay) - present:
+            die("%s: cannot trim '%s': name one source per line, and keep "
+                "the lines of one step's sources in blocks of their own"
+                % (path, line.strip()))
     return "\n\n".join(out) + end
 
 
@@ -115,6 +120,14 @@ def main():
             if len(found) != 1:
                 die("With: %s: %d patches have that subject" % (w, len(found)))
             owner[found[0]] = i
+    for i, step in enumerate(steps):
+        if not step["list"] and not step["with"]:
+            die("step %d (%s) has no files and no With: patch"
+                % (i + 1, step["msg"].split("\n")[0]))
+        mine = [k for k, p in enumerate(patches) if owner.get(p) == i]
+        if mine and mine != list(range(mine[0], mine[0] + len(mine))):
+            die("the With: patches of step %d are not consecutive in "
+                "patches/: they are all applied at the first one" % (i + 1))
     # Steps are committed in order: a step's With: patches come after
     # those of the steps before it
     last = -1
@@ -132,8 +145,9 @@ def main():
     def commit_step(i):
         step = steps[i]
         for p in patches:
-            if owner.get(p) == i:
-                git(wt, "apply", "--index", p)
+            if owner.get(p) == i and subprocess.run(
+                    ["git", "-C", wt, "apply", "--index", p]).returncode:
+                die("%s does not apply" % os.path.basename(p))
         present = set()
         for s in steps[:i + 1]:
             present |= set(s["list"])

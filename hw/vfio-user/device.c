@@ -611,8 +611,9 @@ static int vfio_user_region_write(VFIODevice *vbasedev, unsigned int index,
  * again.  Read the device's interrupt status, ordered after the unmask,
  * and if it is still set, signal the eventfd ourselves: the vfio-pci base
  * asserts the pin again, as for a fresh interrupt.  Costs a round trip
- * per INTx interrupt; servers that fix this themselves (patch 0020 for
- * x-vfio-user-server) only make it find the pin asserted already.
+ * per INTx interrupt; servers that fix this themselves (x-vfio-user-server
+ * with the patch "vfio-user-obj: signal INTx again when it is unmasked
+ * while still asserted") only make it find the pin asserted already.
  */
 static void vfio_user_intx_recheck(VFIODevice *vbasedev)
 {

@@ -23,7 +23,7 @@ int vfio_user_proxy_start_attach(VFIOProxy *proxy, QIOChannelSocket *sioc,
                                  const char *name, Error **errp);
 
 /*
- * A thread of the AioContext's home thread waits for a reply by polling
+ * A caller in the AioContext's home thread waits for a reply by polling
  * the socket itself: vfio_user_poll_begin() before the request starts,
  * vfio_user_poll_reply() until it is done (false: run the AioContext
  * instead), vfio_user_poll_end() after.

@@ -22,7 +22,6 @@
 #include "qemu/coroutine.h"
 #include "qemu/iov.h"
 #include "qemu/main-loop.h"
-#include "qemu/thread.h"
 #include "qemu/timer.h"
 #include "qemu/units.h"
 #include "block/aio.h"
@@ -343,7 +342,8 @@ static void vfio_user_clear_handler(VFIOProxy *proxy)
  * paused by back-pressure (the handler is level triggered: a paused
  * receiver would make every poll spin on the unread message).
  * The handler is registered with the channel, which we hold while it is:
- * its fd cannot be closed and reused under it.
+ * its fd is not closed (only finalizing the channel closes it; nothing
+ * calls qio_channel_close()) and so not reused under the handler.
  */
 static void vfio_user_update_handler(VFIOProxy *proxy)
 {
@@ -360,10 +360,10 @@ static void vfio_user_update_handler(VFIOProxy *proxy)
         (read == proxy->handler_read && write == proxy->handler_write)) {
         return;
     }
-    qio_channel_set_aio_fd_handler(proxy->ioc,
-                                   proxy->ctx, read ? vfio_user_readable : NULL,
-                                   proxy->ctx, write ? vfio_user_writable : NULL,
-                                   proxy);
+    qio_channel_set_aio_fd_handler(proxy->ioc, proxy->ctx,
+                                   read ? vfio_user_readable : NULL,
+                                   proxy->ctx,
+                                   write ? vfio_user_writable : NULL, proxy);
     if (!read && !write) {
         g_clear_pointer(&proxy->handler_ioc, object_unref);
     } else if (!proxy->handler_ioc) {
@@ -847,7 +847,6 @@ static int coroutine_fn vfio_user_co_request(VFIOProxy *proxy,
     }
     return w.ret;
 }
-
 
 int coroutine_fn vfio_user_co_send_recv(VFIOProxy *proxy, VFIOUserHdr *msg,
                                         VFIOUserFDs *fds, uint32_t reply_max,

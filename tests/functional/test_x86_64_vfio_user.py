@@ -134,7 +134,8 @@ class VfioUserPci(QemuSystemTest):
         initrd = self.scratch_file('initramfs.cpio')
         with open(initrd, 'wb') as f:
             f.write(cpio_newc(entries))
-        return self.scratch_file('boot', 'vmlinuz-' + self.KERNEL_RELEASE), initrd
+        kernel = self.scratch_file('boot', 'vmlinuz-' + self.KERNEL_RELEASE)
+        return kernel, initrd
 
     def wait_socket(self, path, proc=None):
         for _ in range(300):

@@ -31,10 +31,12 @@
 #include "qemu/module.h"
 #include "block/aio.h"
 #include "hw/vfio-user/proxy.h"
+/* libFuzzer's entry points, as QEMU's own fuzz targets declare them */
+#include "tests/qtest/fuzz/fuzz.h"
 
 #define GUEST_MEM_SIZE  0x4000
 /* Inputs larger than this are cut (the socket buffer holds them whole) */
-#define MAX_INPUT       (128 * 1024)
+#define PROXY_FUZZ_MAX_INPUT       (128 * 1024)
 
 static uint8_t guest_mem[GUEST_MEM_SIZE];
 
@@ -130,8 +132,7 @@ static void fuzz_feed(int fd, const uint8_t *data, size_t size, int pass)
     }
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 {
     static bool initialized;
     static const struct {
@@ -161,12 +162,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     pass = fuzz_fd(data[0]);
     data++;
-    size = MIN(size - 1, MAX_INPUT);
+    size = MIN(size - 1, PROXY_FUZZ_MAX_INPUT);
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) {
         abort();
     }
     {
-        int buf = 4 * MAX_INPUT;
+        int buf = 4 * PROXY_FUZZ_MAX_INPUT;
 
         setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
         setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));

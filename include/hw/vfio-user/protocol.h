@@ -4,8 +4,8 @@
  * The messages a vfio-user client exchanges with its server, as described
  * by subprojects/libvfio-user/docs/vfio-user.rst and its newer revisions.
  * All fields are little-endian on the wire.  VFIOUserHdr is kept in host
- * byte order by the transport (hw/vfio-user/message.c), which converts it on
- * send and receive; payloads are converted by their users.
+ * byte order by the transport (hw/vfio-user/proxy.c and message.c), which
+ * converts it on send and receive; payloads are converted by their users.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -255,7 +255,10 @@ typedef struct VFIOUserMigData {
     uint8_t data[];
 } VFIOUserMigData;
 
-/* What the server accepted in VFIO_USER_VERSION (spec defaults if absent). */
+/*
+ * What the server accepted in VFIO_USER_VERSION (spec defaults if absent),
+ * decoded: in host byte order, never on the wire.
+ */
 typedef struct VFIOUserCaps {
     uint16_t major;
     uint16_t minor;

@@ -187,7 +187,9 @@ int coroutine_fn vfio_user_co_proxy_attach(VFIOProxy *proxy,
 /**
  * vfio_user_proxy_lost: the owner declares the server lost (@err says
  * why; taken): as when the proxy finds it lost itself, the owner's
- * failed callback is called.  A no-op unless connecting or connected.
+ * failed callback is called (if it was connected: a connection lost in
+ * the version negotiation is its caller's error).  A no-op unless
+ * connecting or connected.
  */
 void vfio_user_proxy_lost(VFIOProxy *proxy, Error *err);
 

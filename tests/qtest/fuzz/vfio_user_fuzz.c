@@ -446,9 +446,12 @@ static void fuzz_guest(QTestState *s)
         cfg_write(s, cap + 2, 2, 0x8000);
         cfg_write(s, cap + 2, 2, 0xc000);   /* masked */
         cfg_write(s, cap + 2, 2, 0);
-    } else if ((cap = cfg_find_cap(s, 0x05))) {      /* MSI */
-        cfg_write(s, cap + 2, 2, 1);
-        cfg_write(s, cap + 2, 2, 0);
+    } else {
+        cap = cfg_find_cap(s, 0x05);                /* MSI */
+        if (cap) {
+            cfg_write(s, cap + 2, 2, 1);
+            cfg_write(s, cap + 2, 2, 0);
+        }
     }
     cfg_write(s, 0x04, 2, 0x0000);
 }

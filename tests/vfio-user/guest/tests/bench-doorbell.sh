@@ -15,16 +15,19 @@ for arg in $(cat /proc/cmdline); do
 done
 for slot in 04 05; do
     d=/sys/bus/pci/devices/0000:00:$slot.0
-    [ "$(cat $d/vendor)" = 0x4e58 ] || { echo "no shadow_ioeventfd_server at $d"; return 1; }
+    [ "$(cat $d/vendor)" = 0x4e58 ] ||
+        { echo "no shadow_ioeventfd_server at $d"; return 1; }
     echo 1 > $d/enable
 done
 r=1
 while [ $r -le $rounds ]; do
     for kind in eventfd:04:0 message:04:8 posted:05:0; do
         set -- $(echo $kind | tr : ' ')
-        out=$(vfu mmio-bench /sys/bus/pci/devices/0000:00:$2.0/resource0 $3 $count w) || return 1
+        bar=/sys/bus/pci/devices/0000:00:$2.0/resource0
+        out=$(vfu mmio-bench $bar $3 $count w) || return 1
         echo "round $r $1: $out"
-        echo "BENCH doorbell $1 $(echo "$out" | sed -n 's/.* \([0-9.]*\) ns\/access.*/\1/p')"
+        ns=$(echo "$out" | sed -n 's/.* \([0-9.]*\) ns\/access.*/\1/p')
+        echo "BENCH doorbell $1 $ns"
     done
     r=$((r + 1))
 done

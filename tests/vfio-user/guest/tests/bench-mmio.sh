@@ -11,7 +11,8 @@ rounds=3 count_local=100000 count_remote=2000
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
     vfu.rounds=*) rounds=${arg#vfu.rounds=} ;;
-    vfu.count=*) v=${arg#vfu.count=}; count_local=${v%,*}; count_remote=${v#*,} ;;
+    vfu.count=*)
+        v=${arg#vfu.count=}; count_local=${v%,*}; count_remote=${v#*,} ;;
     esac
 done
 for dev in local:03 posted:04 nonposted:05; do

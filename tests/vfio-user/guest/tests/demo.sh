@@ -11,7 +11,8 @@ vfu lspci $d | sed 's/^/DEMO:   /'
 echo "DEMO: /dev/nvme0n1: $(( $(cat /sys/block/nvme0n1/size) / 2048 )) MiB," \
     "model '$(cat /sys/class/nvme/nvme0/model | sed 's/ *$//')'," \
     "serial '$(cat /sys/class/nvme/nvme0/serial | sed 's/ *$//')'"
-echo "DEMO: write 16 MiB of pseudo-random data with O_DIRECT, read it back, compare:"
+echo "DEMO: write 16 MiB of pseudo-random data with O_DIRECT," \
+    "read it back, compare:"
 vfu dio /dev/nvme0n1 16 0x5eed > /tmp/dio.out; rc=$?
 sed 's/^/DEMO:   /' /tmp/dio.out
 [ $rc = 0 ] && grep -q ' MATCH' /tmp/dio.out || return 1
@@ -20,4 +21,5 @@ vfu dio-write /dev/nvme0n1 32 | sed 's/^/DEMO:   /'
 vfu dio-read /dev/nvme0n1 32 | sed 's/^/DEMO:   /'
 vfu dio-rand /dev/nvme0n1 32 2 | sed 's/^/DEMO:   /'
 echo "DEMO: interrupts (MSI-X vectors, served over vfio-user eventfds):"
-grep nvme /proc/interrupts | awk '{ printf "DEMO:   %s %s interrupts\n", $NF, $2 }'
+grep nvme /proc/interrupts |
+    awk '{ printf "DEMO:   %s %s interrupts\n", $NF, $2 }'
