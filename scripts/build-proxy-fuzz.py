@@ -32,10 +32,11 @@ srcs = {a: "../hw/vfio-user/" + a.split("hw_vfio-user_")[1][:-2]
 srcs.update({a: top + "/tests/fuzz/vfio-user-proxy-fuzz.c"
              for a in link if a.endswith("test-vfio-user-proxy.c.o")})
 assert len(srcs) >= 2, srcs
+# everything is compiled with the unit test's flags
+cc = next(c for c in db if c["output"].startswith(test + ".p/") and
+          c["file"].endswith("test-vfio-user-proxy.c"))
 objs = {}
 for obj, src in srcs.items():
-    cc = next(c for c in db if c["output"].startswith(test + ".p/") and
-              c["file"].endswith("test-vfio-user-proxy.c"))
     args = [a for a in shlex.split(cc["command"]) if a not in drop]
     args[0:args.index("-m64") if "-m64" in args else 1] = ["clang"]
     name = os.path.basename(src)[:-2] + ".o"
