@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "qapi/error.h"
+#include "block/aio-wait.h"
 #include "qemu/error-report.h"
 #include "hw/pci/pci.h"
 #include "hw/vfio-user/proxy.h"
@@ -125,13 +126,12 @@ static int vfio_user_get_device_info(VFIODevice *vbasedev,
  * it to host byte order in place (hw/vfio parses it as it parses the
  * kernel's): every header inside the reply and 8-byte aligned, each one
  * after the previous (so the chain ends), the capabilities hw/vfio
- * parses complete, and sparse mmap areas page-aligned and inside the
- * region of @info->size bytes (they are mmap-ed as they are).
+ * parses complete.  Whether the sparse mmap areas can be mapped is
+ * vfio_user_region_mmap_check()'s business.
  */
 static bool vfio_user_region_caps_check(struct vfio_region_info *info,
                                         uint32_t len)
 {
-    uint64_t pgmask = qemu_real_host_page_size() - 1;
     uint32_t off = info->cap_offset;
     /* Where the previous capability ends: capabilities do not overlap */
     uint64_t prev_end = sizeof(*info);
@@ -164,15 +164,8 @@ static bool vfio_user_region_caps_check(struct vfio_region_info *info,
             prev_end = off + sizeof(*sparse) +
                        (uint64_t)n * sizeof(sparse->areas[0]);
             for (i = 0; i < n; i++) {
-                uint64_t start = le64_to_cpu(sparse->areas[i].offset);
-                uint64_t size = le64_to_cpu(sparse->areas[i].size);
-
-                if (((start | size) & pgmask) || start > info->size ||
-                    size > info->size - start) {
-                    return false;
-                }
-                sparse->areas[i].offset = start;
-                sparse->areas[i].size = size;
+                sparse->areas[i].offset = le64_to_cpu(sparse->areas[i].offset);
+                sparse->areas[i].size = le64_to_cpu(sparse->areas[i].size);
             }
             break;
         }
@@ -243,25 +236,87 @@ static bool vfio_user_region_size_valid(uint32_t index, uint64_t size)
 }
 
 /*
- * A region mmap-ed from @fd: the mapping must lie inside the file (an
- * access past its end would raise SIGBUS in QEMU), at a page-aligned
- * offset (mmap() takes no other).  A server that shrinks the file later
- * can still do that: only a sealed memfd would prevent it, and servers
- * pass plain files too.
+ * Can [@start, @start + @size) of a region at @info->offset in a file of
+ * @file_size bytes be mmap-ed?  It must lie inside the region and inside
+ * the file (an access past its end would raise SIGBUS in QEMU), at an
+ * offset and size aligned to the host page (what mmap() takes).  Only
+ * the areas must lie in the file, not the whole region: SPDK's BAR0 file
+ * ends with its doorbells, before the end of the BAR.
  */
-static bool vfio_user_region_file_valid(int fd, struct vfio_region_info *info)
+static bool vfio_user_area_mappable(struct vfio_region_info *info,
+                                    uint64_t file_size, uint64_t start,
+                                    uint64_t size)
 {
-    struct stat st;
+    uint64_t pgmask = qemu_real_host_page_size() - 1;
 
-    if (info->offset & (qemu_real_host_page_size() - 1) ||
-        info->offset > INT64_MAX - info->size) {
-        return false;
-    }
+    return !((info->offset | start | size) & pgmask) &&
+           start <= info->size && size <= info->size - start &&
+           info->offset <= file_size && start <= file_size - info->offset &&
+           size <= file_size - info->offset - start;
+}
+
+/*
+ * Keep the mmap areas of region @index (its sparse areas, or the whole
+ * region) that can be mapped from @fd; an area that cannot is reached by
+ * messages, as vfio-pci does with an area it fails to map, with a
+ * warning (once: not again on a reconnect, which rereads the region).
+ * A server that shrinks its file later can still make QEMU fault: only a
+ * sealed memfd would prevent it, and servers pass plain files too.
+ */
+static void vfio_user_region_mmap_check(VFIODevice *vbasedev, int fd,
+                                        struct vfio_region_info *info)
+{
+    bool quiet = vfio_user_pci_from_vbasedev(vbasedev)->server_lost;
+    struct vfio_region_info_cap_sparse_mmap *sparse = NULL;
+    struct vfio_info_cap_header *hdr;
+    uint64_t file_size = UINT64_MAX;
+    struct stat st;
+    uint32_t i, left = 0;
+
     if (fstat(fd, &st) < 0) {
-        return false;
+        file_size = 0;
+    } else if (S_ISREG(st.st_mode)) {
+        file_size = st.st_size;
     }
-    return st.st_size >= 0 &&
-           info->offset + info->size <= (uint64_t)st.st_size;
+    hdr = vfio_get_region_info_cap(info, VFIO_REGION_INFO_CAP_SPARSE_MMAP);
+    if (!hdr) {
+        if (!vfio_user_area_mappable(info, file_size, 0, info->size)) {
+            info->flags &= ~VFIO_REGION_INFO_FLAG_MMAP;
+            if (!quiet) {
+                warn_report("vfio-user-pci %s: region %u cannot be mapped "
+                            "from the server's file (offset 0x%" PRIx64
+                            ", size 0x%" PRIx64 "): it is reached by "
+                            "messages", vbasedev->name, info->index,
+                            (uint64_t)info->offset, (uint64_t)info->size);
+            }
+        }
+        return;
+    }
+    sparse = container_of(hdr, struct vfio_region_info_cap_sparse_mmap,
+                          header);
+    for (i = 0; i < sparse->nr_areas; i++) {
+        struct vfio_region_sparse_mmap_area *area = &sparse->areas[i];
+
+        if (!area->size) {
+            continue;
+        }
+        if (vfio_user_area_mappable(info, file_size, area->offset,
+                                    area->size)) {
+            left++;
+            continue;
+        }
+        if (!quiet) {
+            warn_report("vfio-user-pci %s: region %u: its mmap area 0x%"
+                        PRIx64 "+0x%" PRIx64 " cannot be mapped from the "
+                        "server's file: it is reached by messages",
+                        vbasedev->name, info->index, (uint64_t)area->offset,
+                        (uint64_t)area->size);
+        }
+        area->size = 0;
+    }
+    if (!left) {
+        info->flags &= ~VFIO_REGION_INFO_FLAG_MMAP;
+    }
 }
 
 static int vfio_user_get_region_info(VFIODevice *vbasedev,
@@ -329,10 +384,12 @@ static int vfio_user_get_region_info(VFIODevice *vbasedev,
     } else if (!vfio_user_region_caps_check(info, len)) {
         goto err;
     }
-    if (rfd >= 0 && !vfio_user_region_file_valid(rfd, info)) {
+    if (rfd >= 0 && info->offset > INT64_MAX - info->size) {
         goto err;
     }
-    if (rfd < 0) {
+    if (rfd >= 0) {
+        vfio_user_region_mmap_check(vbasedev, rfd, info);
+    } else {
         /* Nothing to map from: the region is reached by messages. */
         info->flags &= ~VFIO_REGION_INFO_FLAG_MMAP;
     }
@@ -605,30 +662,91 @@ static int vfio_user_region_write(VFIODevice *vbasedev, unsigned int index,
 }
 
 /*
- * INTx was just unmasked (the guest's end of interrupt): a server signals
- * the eventfd when its line goes up, so a line that stayed up (the device
+ * Unmask INTx and check that its line went down.  A server signals the
+ * eventfd when its line goes up, so a line that stayed up (the device
  * raised it again before the guest was done) would never be signalled
- * again.  Read the device's interrupt status, ordered after the unmask,
- * and if it is still set, signal the eventfd ourselves: the vfio-pci base
- * asserts the pin again, as for a fresh interrupt.  Costs a round trip
- * per INTx interrupt; servers that fix this themselves (x-vfio-user-server
- * with the patch "vfio-user-obj: signal INTx again when it is unmasked
- * while still asserted") only make it find the pin asserted already.
+ * again: x-vfio-user-server signals it again at the unmask (the patch
+ * "vfio-user-obj: signal INTx again when it is unmasked while still
+ * asserted"); for servers that do not, read the device's interrupt
+ * status after the unmask, and if it is still set, signal the eventfd
+ * ourselves (the vfio-pci base asserts the pin again, as for a fresh
+ * interrupt).
+ *
+ * In the main loop, so that no vCPU waits for it, and one at a time:
+ * unmasks asked for meanwhile make one more round.  A server that reads
+ * its socket once a millisecond (SPDK's target when it polls) would
+ * otherwise pace the guest's interrupts: messages sent per interrupt
+ * fill the socket faster than it empties it, and the vCPU waits for
+ * room.
  */
-static void vfio_user_intx_recheck(VFIODevice *vbasedev)
+static void coroutine_fn vfio_user_intx_unmask_co(void *opaque)
 {
-    VFIOPCIDevice *vdev = container_of(vbasedev, VFIOPCIDevice, vbasedev);
+    VFIOUserPCIDevice *udev = opaque;
+    VFIOPCIDevice *vdev = &udev->parent_obj;
+    uint64_t buf[DIV_ROUND_UP(sizeof(VFIOUserRegionRW) + 2, 8)];
+    VFIOUserRegionRW *msg = (VFIOUserRegionRW *)buf;
+    VFIOUserIRQSet unmask;
+    Error *err = NULL;
     uint16_t status;
 
-    if (vfio_user_region_read(vbasedev, VFIO_PCI_CONFIG_REGION_INDEX,
-                              PCI_STATUS, sizeof(status), &status) < 0) {
-        return;
+    while (udev->intx_unmask_again) {
+        udev->intx_unmask_again = false;
+        vfio_user_msg_init(&unmask.hdr, VFIO_USER_DEVICE_SET_IRQS,
+                           sizeof(unmask));
+        unmask.argsz = cpu_to_le32(sizeof(unmask) - sizeof(unmask.hdr));
+        unmask.flags = cpu_to_le32(VFIO_IRQ_SET_DATA_NONE |
+                                   VFIO_IRQ_SET_ACTION_UNMASK);
+        unmask.index = cpu_to_le32(VFIO_PCI_INTX_IRQ_INDEX);
+        unmask.start = 0;
+        unmask.count = cpu_to_le32(1);
+        vfio_user_msg_init(&msg->hdr, VFIO_USER_REGION_READ, sizeof(*msg));
+        msg->offset = cpu_to_le64(PCI_STATUS);
+        msg->region = cpu_to_le32(VFIO_PCI_CONFIG_REGION_INDEX);
+        msg->count = cpu_to_le32(sizeof(status));
+        if (vfio_user_co_send_recv(udev->proxy, &unmask.hdr, NULL,
+                                   sizeof(unmask.hdr), 0, &err) < 0 ||
+            vfio_user_co_send_recv(udev->proxy, &msg->hdr, NULL, sizeof(buf),
+                                   0, &err) < 0) {
+            trace_vfio_user_device_error(vdev->vbasedev.name,
+                                         VFIO_USER_DEVICE_SET_IRQS, -EIO,
+                                         error_get_pretty(err));
+            g_clear_pointer(&err, error_free);
+            continue;
+        }
+        status = lduw_le_p(msg->data);
+        if (reply_len(&msg->hdr) != sizeof(*msg) - sizeof(msg->hdr) +
+                                    sizeof(status) ||
+            le32_to_cpu(msg->count) != sizeof(status)) {
+            trace_vfio_user_bad_reply(vdev->vbasedev.name, "region read",
+                                      VFIO_PCI_CONFIG_REGION_INDEX);
+            continue;
+        }
+        if ((status & PCI_STATUS_INTERRUPT) && status != 0xffff &&
+            vdev->interrupt == VFIO_INT_INTx && !vdev->intx.pending) {
+            trace_vfio_user_intx_recheck(vdev->vbasedev.name);
+            event_notifier_set(&vdev->intx.interrupt);
+        }
     }
-    if ((le16_to_cpu(status) & PCI_STATUS_INTERRUPT) &&
-        le16_to_cpu(status) != 0xffff && !vdev->intx.pending) {
-        trace_vfio_user_intx_recheck(vbasedev->name);
-        event_notifier_set(&vdev->intx.interrupt);
+    udev->intx_unmask_co = NULL;
+    aio_wait_kick();
+}
+
+static int vfio_user_intx_unmask(VFIODevice *vbasedev)
+{
+    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
+
+    udev->intx_unmask_again = true;
+    if (!udev->intx_unmask_co) {
+        udev->intx_unmask_co = qemu_coroutine_create(vfio_user_intx_unmask_co,
+                                                     udev);
+        aio_co_enter(qemu_get_aio_context(), udev->intx_unmask_co);
     }
+    return 0;
+}
+
+void vfio_user_intx_unmask_wait(VFIOUserPCIDevice *udev)
+{
+    AIO_WAIT_WHILE(NULL, udev->intx_unmask_co);
 }
 
 /*
@@ -645,10 +763,11 @@ static int vfio_user_set_irqs(VFIODevice *vbasedev, struct vfio_irq_set *set)
         udev->reconnect_dirty = true;
         return 0;
     }
-    ret = vfio_user_set_irqs_msgs(vbasedev, set);
-    if (!ret && set->index == VFIO_PCI_INTX_IRQ_INDEX &&
+    if (set->index == VFIO_PCI_INTX_IRQ_INDEX &&
         set->flags == (VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK)) {
-        vfio_user_intx_recheck(vbasedev);
+        ret = vfio_user_intx_unmask(vbasedev);
+    } else {
+        ret = vfio_user_set_irqs_msgs(vbasedev, set);
     }
     return ret < 0 && vfio_user_server_lost(vbasedev) ? 0 : ret;
 }

@@ -95,6 +95,10 @@ struct VFIOUserPCIDevice {
     /* Migration data read since the last device state change */
     uint64_t mig_data_read;
 
+    /* Unmasks INTx, then checks that it went down (device.c) */
+    Coroutine *intx_unmask_co;
+    bool intx_unmask_again;
+
     /* The server's region ioeventfds in use (hw/vfio-user/ioeventfd.c) */
     QLIST_HEAD(, VFIOUserIOEventFD) ioeventfds;
 };
@@ -128,6 +132,9 @@ bool vfio_user_pci_ioeventfd_write(VFIOUserPCIDevice *udev,
 
 /* hw/vfio-user/pci.c: ask a (new) server for its ioeventfds again */
 void vfio_user_pci_refresh_ioeventfds(VFIOUserPCIDevice *udev);
+
+/* Wait for the INTx unmask in flight, if any (hw/vfio-user/device.c) */
+void vfio_user_intx_unmask_wait(VFIOUserPCIDevice *udev);
 
 /* The vfio-user implementation of VFIODeviceIOOps (hw/vfio-user/device.c) */
 extern const VFIODeviceIOOps vfio_user_device_io_ops;

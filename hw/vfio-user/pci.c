@@ -444,6 +444,7 @@ error:
                       vfio_user_pci_socket_name(udev));
     }
     error_prepend(errp, "vfio-user-pci: ");
+    vfio_user_intx_unmask_wait(udev);
     vfio_user_detach_device_common(vbasedev);
     vfio_user_proxy_free(udev->proxy);
     udev->proxy = NULL;
@@ -463,6 +464,7 @@ static void vfio_user_pci_exit(PCIDevice *pdev)
     vfio_user_proxy_begin_teardown(udev->proxy);
     vfio_user_pci_ioeventfds_exit(udev);
     base->exit(pdev);
+    vfio_user_intx_unmask_wait(udev);
     /* Unmap guest memory while the server can still hear it. */
     vfio_user_detach_device_common(&udev->parent_obj.vbasedev);
     vfio_user_proxy_free(udev->proxy);

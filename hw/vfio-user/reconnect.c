@@ -28,6 +28,8 @@
 #include "migration/misc.h"
 #include "hw/pci/pci.h"
 #include "hw/pci/msi.h"
+#include "hw/pci/pci_bridge.h"
+#include "hw/pci/pcie_aer.h"
 #include "hw/qdev-core.h"
 #include "hw/sysbus.h"
 #include "device.h"
@@ -45,6 +47,10 @@ static const struct {
     { "subsystem vendor ID", PCI_SUBSYSTEM_VENDOR_ID, 2 },
     { "subsystem ID", PCI_SUBSYSTEM_ID, 2 },
 };
+
+/* What a device fresh out of reset has not enabled */
+#define VFIO_USER_CMD_ENABLES \
+    (PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER)
 
 static const char *vfio_user_pci_id(VFIOUserPCIDevice *udev)
 {
@@ -84,32 +90,81 @@ void vfio_user_pci_read_irq_counts(VFIOUserPCIDevice *udev, int64_t *counts)
     }
 }
 
-/* Does the guest reach part of region @index directly (mmap-ed)? */
-static bool vfio_user_pci_region_mapped(VFIOUserPCIDevice *udev, int index)
+/* The BAR region @index whose areas the guest reaches mmap-ed, or NULL */
+static VFIORegion *vfio_user_pci_mapped_region(VFIOUserPCIDevice *udev,
+                                               int index)
 {
     VFIOPCIDevice *vdev = &udev->parent_obj;
     VFIORegion *region;
     int j;
 
     if (index >= PCI_ROM_SLOT) {
-        return false;
+        return NULL;
     }
     region = &vdev->bars[index].region;
     for (j = 0; j < region->nr_mmaps; j++) {
         if (region->mmaps[j].mmap) {
-            return true;
+            return region;
         }
     }
-    return false;
+    return NULL;
 }
 
 /*
+ * Does a new server's @info give the mmap areas @region has (as
+ * hw/vfio derives them: the sparse areas of non-zero size, else the
+ * whole region)?  They are to be mapped where the old ones are.
+ */
+static bool vfio_user_pci_same_mmaps(VFIORegion *region,
+                                     struct vfio_region_info *info)
+{
+    struct vfio_region_info_cap_sparse_mmap *sparse;
+    struct vfio_info_cap_header *hdr;
+    uint32_t i;
+    int j = 0;
+
+    if (!(info->flags & VFIO_REGION_INFO_FLAG_MMAP)) {
+        return false;
+    }
+    hdr = vfio_get_region_info_cap(info, VFIO_REGION_INFO_CAP_SPARSE_MMAP);
+    if (!hdr) {
+        return region->nr_mmaps == 1 && !region->mmaps[0].offset &&
+               region->mmaps[0].size == info->size;
+    }
+    sparse = container_of(hdr, struct vfio_region_info_cap_sparse_mmap,
+                          header);
+    for (i = 0; i < sparse->nr_areas; i++) {
+        if (!sparse->areas[i].size) {
+            continue;
+        }
+        if (j == region->nr_mmaps ||
+            region->mmaps[j].offset != sparse->areas[i].offset ||
+            region->mmaps[j].size != sparse->areas[i].size) {
+            return false;
+        }
+        j++;
+    }
+    return j == region->nr_mmaps;
+}
+
+/* A new server's file for a BAR the guest reaches mmap-ed */
+typedef struct VFIOUserBarFile {
+    int fd;
+    off_t offset;
+} VFIOUserBarFile;
+
+/*
  * Is the server's device the one the guest has?  Its device info, every
- * region the device had, and its IDs must be the same.  Regions that are
- * mmap-ed cannot be moved to a new server's memory (the guest maps
- * them): such devices are refused.
+ * region the device had (with the same mmap areas: @files gets the new
+ * server's file of each mapped BAR, to be mapped in place of the old
+ * one), and its IDs must be the same.  *@fresh says whether the server's
+ * device lost the state the guest gave it: it decodes nothing and does
+ * no DMA, where the guest had enabled that (a restarted server's device
+ * comes out of reset; one that only lost the connection kept it).
  */
 static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
+                                                      VFIOUserBarFile *files,
+                                                      bool *fresh,
                                                       Error **errp)
 {
     VFIODevice *vbasedev = &udev->parent_obj.vbasedev;
@@ -145,8 +200,9 @@ static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
         new->argsz = old->argsz;
         new->index = i;
         ret = ops->get_region_info(vbasedev, new, &fd);
-        if (fd >= 0) {
+        if (fd >= 0 && (ret < 0 || !vfio_user_pci_mapped_region(udev, i))) {
             close(fd);
+            fd = -1;
         }
         if (ret < 0) {
             error_setg_errno(errp, -ret, "region %d info failed", i);
@@ -159,11 +215,16 @@ static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
                        (uint64_t)old->size, old->flags);
             return false;
         }
-        if (vfio_user_pci_region_mapped(udev, i)) {
-            error_setg(errp, "region %d is mapped into the guest from the "
-                       "server's memory: a device with mmap-ed regions "
-                       "cannot be reconnected", i);
-            return false;
+        if (vfio_user_pci_mapped_region(udev, i)) {
+            files[i] = (VFIOUserBarFile) { fd, new->offset };
+            if (fd < 0 ||
+                !vfio_user_pci_same_mmaps(vfio_user_pci_mapped_region(udev,
+                                                                      i),
+                                          new)) {
+                error_setg(errp, "a different device: region %d is not "
+                           "mmap-able in the same areas from a file", i);
+                return false;
+            }
         }
     }
     vfio_user_pci_read_irq_counts(udev, counts);
@@ -184,6 +245,9 @@ static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
         error_setg(errp, "cannot read the config space");
         return false;
     }
+    *fresh = (pci_get_word(PCI_DEVICE(udev)->config + PCI_COMMAND) &
+              VFIO_USER_CMD_ENABLES) &&
+             !(pci_get_word(ids + PCI_COMMAND) & VFIO_USER_CMD_ENABLES);
     for (i = 0; i < ARRAY_SIZE(vfio_user_ids); i++) {
         uint8_t off = vfio_user_ids[i].offset, len = vfio_user_ids[i].len;
 
@@ -330,11 +394,37 @@ static bool coroutine_fn vfio_user_pci_co_restore_migration(
     return true;
 }
 
+/*
+ * Map the new server's files where the guest reaches the old ones: the
+ * guest's addresses, and KVM's memory slots, stay valid.  Until now the
+ * guest read and wrote the old server's memory, which nobody serves.
+ * The files are the device's from now on.
+ */
+static bool vfio_user_pci_remap(VFIOUserPCIDevice *udev,
+                                VFIOUserBarFile *files, Error **errp)
+{
+    int i, ret;
+
+    for (i = 0; i < PCI_ROM_SLOT; i++) {
+        if (files[i].fd < 0) {
+            continue;
+        }
+        ret = vfio_region_remap(vfio_user_pci_mapped_region(udev, i),
+                                files[i].fd, files[i].offset);
+        files[i].fd = -1;
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "cannot map BAR %d from the "
+                             "server's file", i);
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool coroutine_fn vfio_user_pci_co_restore(VFIOUserPCIDevice *udev,
                                                   Error **errp)
 {
     VFIOPCIDevice *vdev = &udev->parent_obj;
-
     int tries;
 
     if (udev->container &&
@@ -405,15 +495,18 @@ static void vfio_user_pci_arm_attempt_timer(VFIOUserPCIDevice *udev)
 /*
  * One attempt: connect to @addr (the device's socket if NULL), check the
  * device, restore it.  On success the device is connected again, and
- * @addr becomes its socket.
+ * @addr becomes its socket; *@fresh says whether the server had lost
+ * the device's state.
  */
 static int coroutine_fn vfio_user_pci_co_attempt(VFIOUserPCIDevice *udev,
                                                  SocketAddress *addr,
-                                                 Error **errp)
+                                                 bool *fresh, Error **errp)
 {
     g_autoptr(QIOChannelSocket) sioc = NULL;
     g_autofree char *name = NULL;
-    int ret;
+    VFIOUserBarFile files[PCI_ROM_SLOT];
+    bool ok;
+    int i, ret;
 
     udev->reconnect_attempts++;
     trace_vfio_user_pci_reconnect_attempt(vfio_user_pci_id(udev),
@@ -428,8 +521,18 @@ static int coroutine_fn vfio_user_pci_co_attempt(VFIOUserPCIDevice *udev,
     if (ret < 0) {
         return ret;
     }
-    if (!vfio_user_pci_co_same_device(udev, errp) ||
-        !vfio_user_pci_co_restore(udev, errp)) {
+    for (i = 0; i < PCI_ROM_SLOT; i++) {
+        files[i].fd = -1;
+    }
+    ok = vfio_user_pci_co_same_device(udev, files, fresh, errp) &&
+         vfio_user_pci_remap(udev, files, errp) &&
+         vfio_user_pci_co_restore(udev, errp);
+    for (i = 0; i < PCI_ROM_SLOT; i++) {
+        if (files[i].fd >= 0) {
+            close(files[i].fd);
+        }
+    }
+    if (!ok) {
         error_prepend(errp, "vfio-user server %s: ", name);
         vfio_user_proxy_abort(udev->proxy);
         if (udev->container) {
@@ -455,8 +558,35 @@ static int coroutine_fn vfio_user_pci_co_attempt(VFIOUserPCIDevice *udev,
     return 0;
 }
 
+/*
+ * A server that lost the device's state (restarted) also lost the
+ * requests the guest had in flight: the guest's driver would wait for
+ * them until its timeouts (Linux's NVMe driver: 30 s, an abort that
+ * times out too, then a reset: a minute).  Tell the guest at once, as
+ * hardware tells it that a device's link went down: the PCIe port above
+ * the device reports a Surprise Down error (uncorrectable, fatal), from
+ * which the guest's AER driver resets the link and the device's driver
+ * the device (error_detected, slot_reset, resume).  Needs the device
+ * behind a port with AER (pcie-root-port, a switch's downstream port)
+ * and a guest that handles AER; else the guest's driver recovers by its
+ * timeouts.
+ */
+static void vfio_user_pci_report_lost_state(VFIOUserPCIDevice *udev)
+{
+    PCIDevice *port = pci_bridge_get_device(pci_get_bus(PCI_DEVICE(udev)));
+    PCIEAERErr err = { .status = PCI_ERR_UNC_SDN };
+    int ret = -ENOSYS;
+
+    if (port && pci_is_express(port) && port->exp.aer_cap) {
+        err.source_id = pci_requester_id(port);
+        ret = pcie_aer_inject_error(port, &err);
+    }
+    trace_vfio_user_pci_report_lost_state(vfio_user_pci_id(udev),
+                                          port ? port->name : "none", ret);
+}
+
 /* The device is connected again: tell the user and management. */
-static void vfio_user_pci_connected(VFIOUserPCIDevice *udev)
+static void vfio_user_pci_connected(VFIOUserPCIDevice *udev, bool fresh)
 {
     g_autofree char *path = vfio_user_pci_qom_path(udev);
     const char *name = vfio_user_proxy_name(udev->proxy);
@@ -472,6 +602,9 @@ static void vfio_user_pci_connected(VFIOUserPCIDevice *udev)
                 vfio_user_pci_id(udev), name);
     qapi_event_send_vfio_user_connected(DEVICE(udev)->id ?: "", path, name);
     udev->reconnect_attempts = 0;
+    if (fresh) {
+        vfio_user_pci_report_lost_state(udev);
+    }
 }
 
 /*
@@ -502,12 +635,13 @@ static void coroutine_fn vfio_user_pci_reconnect_co(void *opaque)
 {
     VFIOUserPCIDevice *udev = opaque;
     Error *err = NULL;
+    bool fresh;
     int ret;
 
-    ret = vfio_user_pci_co_attempt(udev, NULL, &err);
+    ret = vfio_user_pci_co_attempt(udev, NULL, &fresh, &err);
     udev->reconnect_co = NULL;
     if (!ret) {
-        vfio_user_pci_connected(udev);
+        vfio_user_pci_connected(udev, fresh);
     } else {
         vfio_user_pci_refused(udev, ret, err);
         vfio_user_pci_schedule_reconnect(udev);
@@ -582,6 +716,7 @@ void coroutine_fn qmp_x_vfio_user_reconnect(const char *id,
     DeviceState *dev = qdev_find_recursive(sysbus_get_default(), id);
     VFIOUserPCIDevice *udev;
     Error *err = NULL;
+    bool fresh;
     int ret;
 
     if (!dev) {
@@ -613,7 +748,7 @@ void coroutine_fn qmp_x_vfio_user_reconnect(const char *id,
     }
     udev->reconnect_cancelled = false;
     udev->reconnect_co = qemu_coroutine_self();
-    ret = vfio_user_pci_co_attempt(udev, socket, &err);
+    ret = vfio_user_pci_co_attempt(udev, socket, &fresh, &err);
     udev->reconnect_co = NULL;
     aio_wait_kick();
     if (ret < 0) {
@@ -622,5 +757,5 @@ void coroutine_fn qmp_x_vfio_user_reconnect(const char *id,
         vfio_user_pci_schedule_reconnect(udev);
         return;
     }
-    vfio_user_pci_connected(udev);
+    vfio_user_pci_connected(udev, fresh);
 }
