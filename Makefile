@@ -53,6 +53,7 @@ build: setup
 	    echo "build failed: see build/ninja.log"; exit 1; }
 	@tail -n 1 $(BUILD)/ninja.log
 	@$(TOP)/tests/vfio-user/peers/build-libvfio-user $(TOP)
+	@$(TOP)/tests/vfio-user/peers/build-spdk $(TOP)
 
 check-patches:
 	@$(TOP)/scripts/tree check

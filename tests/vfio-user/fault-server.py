@@ -56,10 +56,11 @@
 # --fail WHAT breaks one reply of the device's bring-up (not-pci,
 # few-regions, many-regions, short-region-info, wrong-region-index,
 # bad-region-caps, cap-loop: a config space capability list that loops,
-# msix-bir: an MSI-X table in BAR 7, bad-sparse: BAR0 mmap-able from an
-# fd with a sparse area beyond its end, unaligned-sparse: the same with a
-# sparse area not page-aligned), for the client's realize to fail and
-# unwind.
+# msix-bir: an MSI-X table in BAR 7), for the client's realize to fail
+# and unwind; or BAR0 mmap-able from a memfd with one sparse area that
+# cannot be mapped (bad-sparse: beyond the region, unaligned-sparse: not
+# page-aligned) or can (short-file-sparse: a 16 KiB BAR0 whose file ends
+# at 8 KiB, its area inside the file, as SPDK's).
 #
 # --migration ok|refuse-write offers migration v2 (stop-and-copy only, no
 # DMA logging): the device state is BAR0's 4 KiB, read with MIG_DATA_READ
@@ -347,7 +348,10 @@ class Server:
             if index == CONFIG:
                 size, fl = 256, 3
             elif index == BAR0:
-                size, fl = 4096, 3
+                # SPDK's BAR0 is 16 KiB, its file ends at the doorbells
+                size = 0x4000 if self.args.fail == "short-file-sparse" \
+                    else 4096
+                fl = 3
             info = struct.pack("<IIIIQQ", 32, fl, index, 0, size, 0)
             if self.args.fail == "short-region-info" and index == BAR0:
                 info = info[:20]
@@ -493,19 +497,25 @@ class Server:
             self.error(msg_id, CMD_DEVICE_FEATURE, EINVAL)
 
     def sparse_region_info(self, msg_id, argsz, fl, size):
-        """BAR0 mmap-able from a memfd, with one bad sparse area."""
+        """BAR0 mmap-able from a memfd, with one sparse area: beyond the
+        region (bad-sparse), not page-aligned (unaligned-sparse), or, as
+        SPDK's, inside a file that ends before the region does
+        (short-file-sparse)."""
         need = 32 + 16 + 16
         if argsz < need:
             info = struct.pack("<IIIIQQ", need, fl | 4 | 8, BAR0, 0, size, 0)
             self.reply(msg_id, CMD_GET_REGION_INFO, info)
             return
-        area = (0x1000, 0x1000) if self.args.fail == "bad-sparse" \
-            else (0x800, 0x800)
+        area, file_size = {
+            "bad-sparse": ((0x1000, 0x1000), size),
+            "unaligned-sparse": ((0x800, 0x800), size),
+            "short-file-sparse": ((0x1000, 0x1000), 0x2000),
+        }[self.args.fail]
         info = struct.pack("<IIIIQQ", need, fl | 4 | 8, BAR0, 32, size, 0)
         info += struct.pack("<HHIII", 1, 1, 0, 1, 0)
         info += struct.pack("<QQ", *area)
         fd = os.memfd_create("bar0")
-        os.ftruncate(fd, size)
+        os.ftruncate(fd, file_size)
         body = HDR.pack(msg_id, CMD_GET_REGION_INFO, HDR.size + len(info),
                         F_REPLY, 0) + info
         self.conn.sendmsg([body], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
@@ -581,7 +591,8 @@ def main():
                    choices=["", "not-pci", "few-regions", "many-regions",
                             "short-region-info", "wrong-region-index",
                             "bad-region-caps", "cap-loop", "msix-bir",
-                            "bad-sparse", "unaligned-sparse"],
+                            "bad-sparse", "unaligned-sparse",
+                            "short-file-sparse"],
                    help="break one reply of the device's bring-up")
     p.add_argument("--refuse-map", action="append", default=[],
                    type=lambda v: tuple(int(x, 0) for x in v.split("+")))

@@ -40,6 +40,51 @@ sample_server() {
     wait_server "$name"
 }
 
+# SPDK's NVMe target (tests/vfio-user/peers/build-spdk), its libraries
+# and rpc.py; SPDK_SKIP says why it cannot run.
+SPDK=$TOP/build/peers/spdk
+SPDK_ENV="LD_LIBRARY_PATH=$SPDK/build/lib:$SPDK/build/libvfio-user/build-release/lib:$SPDK/isa-l/.libs"
+# Fixed namespace identifiers: a restarted target serves the same
+# namespace (Linux drops one whose identifiers change)
+SPDK_UUID=6b1f5e2a-0c3d-4e8f-9a7b-1c2d3e4f5a6b
+SPDK_NS_ARGS="-u $SPDK_UUID -g 6B1F5E2A0C3D4E8F9A7B1C2D3E4F5A6B -e 6B1F5E2A0C3D4E8F"
+
+# spdk_server NAME [TRANSPORT-ARGS...]: start SPDK's nvmf_tgt serving an
+# NVMe controller over vfio-user, socket $TMP/NAME/cntrl, its namespace
+# the 64 MiB file $TMP/NAME.disk (kept across restarts, as are the
+# namespace's identifiers).  TRANSPORT-ARGS go to nvmf_create_transport
+# (-M: BAR0 reached by messages only).  SPDK_PID is the target's pid.
+spdk_server() {
+    local name=$1 dir=$TMP/$1 i
+    shift
+    [ -x "$SPDK/build/bin/nvmf_tgt" ] ||
+        fail "SPDK's nvmf_tgt is not built (make build)"
+    mkdir -p "$dir"
+    rm -f "$dir/cntrl" "$dir/rpc.sock"
+    [ -f "$TMP/$name.disk" ] || truncate -s 64M "$TMP/$name.disk"
+    # -u: no PCI devices of the host; no hugepages, 512 MiB of memory;
+    # no lock on its core (tests may run two targets)
+    env "$SPDK_ENV" "$SPDK/build/bin/nvmf_tgt" -u --no-huge -s 512 --disable-cpumask-locks \
+        -r "$dir/rpc.sock" >> "$TMP/$name-server.log" 2>&1 &
+    SPDK_PID=$!
+    PIDS+=($SPDK_PID)
+    for ((i = 0; i < 200; i++)); do
+        [ -S "$dir/rpc.sock" ] && break
+        sleep 0.1
+    done
+    /usr/bin/python3 "$SPDK/scripts/rpc.py" -s "$dir/rpc.sock" -t 30 \
+        >> "$TMP/$name-server.log" 2>&1 <<RPC ||
+nvmf_create_transport -t VFIOUSER $*
+bdev_aio_create $TMP/$name.disk aio0 512 -u $SPDK_UUID
+nvmf_create_subsystem nqn.2019-07.io.spdk:cnode0 -a -s SPDK0
+nvmf_subsystem_add_ns nqn.2019-07.io.spdk:cnode0 aio0 $SPDK_NS_ARGS
+nvmf_subsystem_add_listener nqn.2019-07.io.spdk:cnode0 -t VFIOUSER -a $dir -s 0
+RPC
+        { cat "$TMP/$name-server.log"; fail "SPDK did not start"; }
+    wait_for_file_socket "$dir/cntrl" ||
+        { cat "$TMP/$name-server.log"; fail "SPDK made no socket"; }
+}
+
 # The servers take one client: wait for the socket file, not a connection.
 wait_for_file_socket() {
     local i

@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -315,34 +316,80 @@ static int dio_read(int argc, char **argv)
     return 0;
 }
 
-static int dio_rand(int argc, char **argv)
+/* 4 KiB O_DIRECT random reads for @secs seconds; returns how many. */
+static long rand_reads(const char *path, long blocks, double secs,
+                       uint64_t s)
 {
-    int fd;
-    long n = 0, blocks;
+    long n = 0;
     uint8_t *buf;
-    double t0, secs;
-    uint64_t s = 88172645463325252ULL;
+    double t0;
+    int fd = open_direct(path, O_RDONLY, 4096, &buf);
 
-    if (argc < 5) {
-        return 2;
-    }
-    blocks = atol(argv[3]) * 256;
-    secs = atof(argv[4]);
-    fd = open_direct(argv[2], O_RDONLY, 4096, &buf);
     if (fd < 0) {
-        return 1;
+        return -1;
     }
     t0 = now();
     while (now() - t0 < secs) {
         off_t off = (off_t)(xorshift(&s) % blocks) * 4096;
         if (pread(fd, buf, 4096, off) != 4096) {
             perror("pread");
-            return 1;
+            return -1;
         }
         n++;
     }
-    printf("rand-read-4k: %ld reads in %.2f s: %.0f IOPS\n", n, now() - t0,
-           n / (now() - t0));
+    close(fd);
+    return n;
+}
+
+/*
+ * dio-rand DEV MIB SECS [QD]: 4 KiB random reads over the first MIB MiB
+ * for SECS seconds, by QD processes (queue depth QD, 1 by default).
+ */
+static int dio_rand(int argc, char **argv)
+{
+    long n = 0, blocks;
+    int qd, i, p[2], bad = 0;
+    double t0, secs;
+
+    if (argc < 5) {
+        return 2;
+    }
+    blocks = atol(argv[3]) * 256;
+    secs = atof(argv[4]);
+    qd = argc > 5 ? atoi(argv[5]) : 1;
+    if (qd < 1 || pipe(p) < 0) {
+        return 2;
+    }
+    t0 = now();
+    for (i = 0; i < qd; i++) {
+        if (fork() == 0) {
+            long r = rand_reads(argv[2], blocks, secs,
+                                88172645463325252ULL + i * 7919);
+
+            if (write(p[1], &r, sizeof(r)) != sizeof(r)) {
+                _exit(1);
+            }
+            _exit(0);
+        }
+    }
+    close(p[1]);
+    for (i = 0; i < qd; i++) {
+        long r;
+
+        if (read(p[0], &r, sizeof(r)) != sizeof(r) || r < 0) {
+            bad = 1;
+            continue;
+        }
+        n += r;
+    }
+    while (wait(NULL) > 0) {
+        /* reap the readers */
+    }
+    if (bad) {
+        return 1;
+    }
+    printf("rand-read-4k: %ld reads at queue depth %d in %.2f s: %.0f IOPS\n",
+           n, qd, now() - t0, n / (now() - t0));
     return 0;
 }
 

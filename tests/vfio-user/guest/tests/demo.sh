@@ -2,7 +2,7 @@
 # make demo (scripts/demo): an nvme controller served by x-vfio-user-server.
 # Show the guest's view of the device, write data with O_DIRECT and read
 # it back verified, then measure sequential and 4 KiB random throughput.
-d=$(pci_find 1b36 0010) || { echo "no nvme device"; return 1; }
+d=$(pci_find_class 010802) || { echo "no nvme device"; return 1; }
 i=0
 while [ ! -b /dev/nvme0n1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 [ -b /dev/nvme0n1 ] || { echo "no /dev/nvme0n1"; return 1; }

@@ -4,7 +4,7 @@
 # every checksum matching and no I/O error.  The host may kill and
 # restart the server meanwhile (test-guest-nvme-reconnect): the driver
 # recovers by itself (its I/O timeout, then a controller reset).
-d=$(pci_find 1b36 0010) || { echo "no nvme device"; return 1; }
+d=$(pci_find_class 010802) || { echo "no nvme device"; return 1; }
 i=0
 while [ ! -b /dev/nvme0n1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 [ -b /dev/nvme0n1 ] || { echo "no /dev/nvme0n1"; return 1; }

@@ -2,7 +2,7 @@
 # nvme served over vfio-user: the nvme driver binds, 32 MiB of random
 # data written with O_DIRECT reads back with the same checksum; then the
 # guest reboots (a system reset of the device) and does it again.
-d=$(pci_find 1b36 0010) || { echo "no nvme device"; return 1; }
+d=$(pci_find_class 010802) || { echo "no nvme device"; return 1; }
 echo "nvme at $d, driver: $(basename $(readlink $d/driver) 2>/dev/null)"
 i=0
 while [ ! -b /dev/nvme0n1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
