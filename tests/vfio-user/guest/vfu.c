@@ -247,6 +247,7 @@ static int dio_loop(int argc, char **argv)
     int fd, mib, passes, p, i, bad = 0;
     uint64_t s;
     uint8_t *buf;
+    double t0;
 
     if (argc < 6) {
         return 2;
@@ -272,9 +273,15 @@ static int dio_loop(int argc, char **argv)
                 return 1;
             }
         }
+        t0 = now();
         if (fdatasync(fd) < 0) {
             perror("fdatasync");
             return 1;
+        }
+        if (now() - t0 > 1.0) {
+            printf("dio-loop: stalled %.2f s (pass %d, fdatasync)\n",
+                   now() - t0, p);
+            fflush(stdout);
         }
         for (i = 0; i < mib; i++) {
             if (dio_chunk(fd, buf, i, false, p) < 0) {
