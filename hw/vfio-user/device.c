@@ -269,13 +269,17 @@ static void vfio_user_region_mmap_check(VFIODevice *vbasedev, int fd,
     bool quiet = vfio_user_pci_from_vbasedev(vbasedev)->server_lost;
     struct vfio_region_info_cap_sparse_mmap *sparse = NULL;
     struct vfio_info_cap_header *hdr;
-    uint64_t file_size = UINT64_MAX;
+    uint64_t file_size;
     struct stat st;
     uint32_t i, left = 0;
 
-    if (fstat(fd, &st) < 0) {
+    if (!(info->flags & VFIO_REGION_INFO_FLAG_MMAP)) {
+        return;
+    }
+    /* A file of another type has no size to check the areas against */
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         file_size = 0;
-    } else if (S_ISREG(st.st_mode)) {
+    } else {
         file_size = st.st_size;
     }
     hdr = vfio_get_region_info_cap(info, VFIO_REGION_INFO_CAP_SPARSE_MMAP);
@@ -669,15 +673,16 @@ static int vfio_user_region_write(VFIODevice *vbasedev, unsigned int index,
  * "vfio-user-obj: signal INTx again when it is unmasked while still
  * asserted"); for servers that do not, read the device's interrupt
  * status after the unmask, and if it is still set, signal the eventfd
- * ourselves (the vfio-pci base asserts the pin again, as for a fresh
- * interrupt).
+ * ourselves (the vfio-pci base, or KVM's irqfd, asserts the pin again,
+ * as for a fresh interrupt).
  *
- * In the main loop, so that no vCPU waits for it, and one at a time:
- * unmasks asked for meanwhile make one more round.  A server that reads
- * its socket once a millisecond (SPDK's target when it polls) would
- * otherwise pace the guest's interrupts: messages sent per interrupt
- * fill the socket faster than it empties it, and the vCPU waits for
- * room.
+ * In a coroutine of the main loop's AioContext (entered at once: the
+ * first message leaves from the caller's thread), which nobody waits
+ * for, one round at a time: unmasks asked for meanwhile make one more
+ * round.  A server that reads its socket once a millisecond (SPDK's
+ * target when it polls) would otherwise pace the guest's interrupts:
+ * messages sent per interrupt fill the socket faster than it empties
+ * it, and the vCPU waits for room.
  */
 static void coroutine_fn vfio_user_intx_unmask_co(void *opaque)
 {
@@ -685,11 +690,13 @@ static void coroutine_fn vfio_user_intx_unmask_co(void *opaque)
     VFIOPCIDevice *vdev = &udev->parent_obj;
     uint64_t buf[DIV_ROUND_UP(sizeof(VFIOUserRegionRW) + 2, 8)];
     VFIOUserRegionRW *msg = (VFIOUserRegionRW *)buf;
-    VFIOUserIRQSet unmask;
+    VFIOUserIRQSet unmask = { };
     Error *err = NULL;
     uint16_t status;
+    int ret;
 
-    while (udev->intx_unmask_again) {
+    while (udev->intx_unmask_again && vdev->interrupt == VFIO_INT_INTx &&
+           !vfio_user_server_lost(&vdev->vbasedev)) {
         udev->intx_unmask_again = false;
         vfio_user_msg_init(&unmask.hdr, VFIO_USER_DEVICE_SET_IRQS,
                            sizeof(unmask));
@@ -697,36 +704,46 @@ static void coroutine_fn vfio_user_intx_unmask_co(void *opaque)
         unmask.flags = cpu_to_le32(VFIO_IRQ_SET_DATA_NONE |
                                    VFIO_IRQ_SET_ACTION_UNMASK);
         unmask.index = cpu_to_le32(VFIO_PCI_INTX_IRQ_INDEX);
-        unmask.start = 0;
         unmask.count = cpu_to_le32(1);
-        vfio_user_msg_init(&msg->hdr, VFIO_USER_REGION_READ, sizeof(*msg));
-        msg->offset = cpu_to_le64(PCI_STATUS);
-        msg->region = cpu_to_le32(VFIO_PCI_CONFIG_REGION_INDEX);
-        msg->count = cpu_to_le32(sizeof(status));
-        if (vfio_user_co_send_recv(udev->proxy, &unmask.hdr, NULL,
-                                   sizeof(unmask.hdr), 0, &err) < 0 ||
-            vfio_user_co_send_recv(udev->proxy, &msg->hdr, NULL, sizeof(buf),
-                                   0, &err) < 0) {
+        ret = vfio_user_co_send_recv(udev->proxy, &unmask.hdr, NULL,
+                                     sizeof(unmask.hdr), 0, &err);
+        if (ret < 0) {
             trace_vfio_user_device_error(vdev->vbasedev.name,
-                                         VFIO_USER_DEVICE_SET_IRQS, -EIO,
+                                         VFIO_USER_DEVICE_SET_IRQS, ret,
                                          error_get_pretty(err));
             g_clear_pointer(&err, error_free);
             continue;
         }
-        status = lduw_le_p(msg->data);
+        vfio_user_msg_init(&msg->hdr, VFIO_USER_REGION_READ, sizeof(*msg));
+        msg->offset = cpu_to_le64(PCI_STATUS);
+        msg->region = cpu_to_le32(VFIO_PCI_CONFIG_REGION_INDEX);
+        msg->count = cpu_to_le32(sizeof(status));
+        ret = vfio_user_co_send_recv(udev->proxy, &msg->hdr, NULL,
+                                     sizeof(buf), 0, &err);
+        if (ret < 0) {
+            trace_vfio_user_device_error(vdev->vbasedev.name,
+                                         VFIO_USER_REGION_READ, ret,
+                                         error_get_pretty(err));
+            g_clear_pointer(&err, error_free);
+            continue;
+        }
         if (reply_len(&msg->hdr) != sizeof(*msg) - sizeof(msg->hdr) +
                                     sizeof(status) ||
+            le64_to_cpu(msg->offset) != PCI_STATUS ||
+            le32_to_cpu(msg->region) != VFIO_PCI_CONFIG_REGION_INDEX ||
             le32_to_cpu(msg->count) != sizeof(status)) {
             trace_vfio_user_bad_reply(vdev->vbasedev.name, "region read",
                                       VFIO_PCI_CONFIG_REGION_INDEX);
             continue;
         }
+        status = lduw_le_p(msg->data);
         if ((status & PCI_STATUS_INTERRUPT) && status != 0xffff &&
             vdev->interrupt == VFIO_INT_INTx && !vdev->intx.pending) {
             trace_vfio_user_intx_recheck(vdev->vbasedev.name);
             event_notifier_set(&vdev->intx.interrupt);
         }
     }
+    udev->intx_unmask_again = false;
     udev->intx_unmask_co = NULL;
     aio_wait_kick();
 }
@@ -744,9 +761,75 @@ static int vfio_user_intx_unmask(VFIODevice *vbasedev)
     return 0;
 }
 
-void vfio_user_intx_unmask_wait(VFIOUserPCIDevice *udev)
+/* Listen to @fd (-1: to nothing) as KVM's resample eventfd. */
+static void vfio_user_intx_set_resample(VFIOUserPCIDevice *udev, int fd);
+
+void vfio_user_intx_exit(VFIOUserPCIDevice *udev)
 {
     AIO_WAIT_WHILE(NULL, udev->intx_unmask_co);
+    vfio_user_intx_set_resample(udev, -1);
+}
+
+/*
+ * KVM's resample eventfd: KVM lowered INTx at the guest's EOI and
+ * signals it for the device to be unmasked.  A kernel device takes it
+ * as its unmask eventfd; a vfio-user server is not asked to (libvfio-
+ * user accepts one and never reads it), QEMU reads it and unmasks.
+ */
+static void vfio_user_intx_resample(void *opaque)
+{
+    VFIOUserPCIDevice *udev = opaque;
+    uint64_t v;
+
+    if (read(udev->intx_resample_fd, &v, sizeof(v)) == sizeof(v)) {
+        vfio_user_intx_unmask(&udev->parent_obj.vbasedev);
+    }
+}
+
+static void vfio_user_intx_set_resample(VFIOUserPCIDevice *udev, int fd)
+{
+    if (udev->intx_resample_fd >= 0) {
+        qemu_set_fd_handler(udev->intx_resample_fd, NULL, NULL, NULL);
+        close(udev->intx_resample_fd);
+        udev->intx_resample_fd = -1;
+    }
+    if (fd >= 0) {
+        udev->intx_resample_fd = qemu_dup(fd);
+        if (udev->intx_resample_fd >= 0) {
+            qemu_set_fd_handler(udev->intx_resample_fd,
+                                vfio_user_intx_resample, NULL, udev);
+        }
+    }
+}
+
+/*
+ * INTx's unmask, and KVM's resample eventfd for it, stay in QEMU; its
+ * mask also drops the resample eventfd (hw/vfio masks INTx before it
+ * closes it).  Returns 1 if @set is not one of those.
+ */
+static int vfio_user_intx_set_irqs(VFIOUserPCIDevice *udev,
+                                   struct vfio_irq_set *set)
+{
+    uint32_t action = set->flags & VFIO_IRQ_SET_ACTION_TYPE_MASK;
+    uint32_t data = set->flags & VFIO_IRQ_SET_DATA_TYPE_MASK;
+
+    if (set->index != VFIO_PCI_INTX_IRQ_INDEX) {
+        return 1;
+    }
+    if (action == VFIO_IRQ_SET_ACTION_UNMASK &&
+        data == VFIO_IRQ_SET_DATA_EVENTFD && set->count == 1) {
+        vfio_user_intx_set_resample(udev, *(int32_t *)set->data);
+        return 0;
+    }
+    if (action == VFIO_IRQ_SET_ACTION_UNMASK &&
+        data == VFIO_IRQ_SET_DATA_NONE) {
+        return vfio_user_intx_unmask(&udev->parent_obj.vbasedev);
+    }
+    if (action == VFIO_IRQ_SET_ACTION_MASK ||
+        action == VFIO_IRQ_SET_ACTION_TRIGGER) {
+        vfio_user_intx_set_resample(udev, -1);
+    }
+    return 1;
 }
 
 /*
@@ -758,17 +841,16 @@ static int vfio_user_set_irqs(VFIODevice *vbasedev, struct vfio_irq_set *set)
     VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
     int ret;
 
+    ret = vfio_user_intx_set_irqs(udev, set);
+    if (ret <= 0) {
+        return ret;
+    }
     if (vfio_user_server_lost(vbasedev)) {
         /* An attempt restoring them must do it again */
         udev->reconnect_dirty = true;
         return 0;
     }
-    if (set->index == VFIO_PCI_INTX_IRQ_INDEX &&
-        set->flags == (VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK)) {
-        ret = vfio_user_intx_unmask(vbasedev);
-    } else {
-        ret = vfio_user_set_irqs_msgs(vbasedev, set);
-    }
+    ret = vfio_user_set_irqs_msgs(vbasedev, set);
     return ret < 0 && vfio_user_server_lost(vbasedev) ? 0 : ret;
 }
 

@@ -80,6 +80,8 @@ struct VFIOUserPCIDevice {
     Coroutine *reconnect_co;
     /* A reset or unplug made the attempt in progress fail */
     bool reconnect_cancelled;
+    /* A new server lost the device's state: to tell the guest (AER) */
+    bool state_lost;
     unsigned int reconnect_attempts;
     /* Why the last attempt was refused, reported once */
     char *refusal;
@@ -98,6 +100,8 @@ struct VFIOUserPCIDevice {
     /* Unmasks INTx, then checks that it went down (device.c) */
     Coroutine *intx_unmask_co;
     bool intx_unmask_again;
+    /* KVM's resample eventfd for INTx, which QEMU reads (device.c) */
+    int intx_resample_fd;
 
     /* The server's region ioeventfds in use (hw/vfio-user/ioeventfd.c) */
     QLIST_HEAD(, VFIOUserIOEventFD) ioeventfds;
@@ -133,8 +137,11 @@ bool vfio_user_pci_ioeventfd_write(VFIOUserPCIDevice *udev,
 /* hw/vfio-user/pci.c: ask a (new) server for its ioeventfds again */
 void vfio_user_pci_refresh_ioeventfds(VFIOUserPCIDevice *udev);
 
-/* Wait for the INTx unmask in flight, if any (hw/vfio-user/device.c) */
-void vfio_user_intx_unmask_wait(VFIOUserPCIDevice *udev);
+/*
+ * No more INTx unmasks: wait for the one in flight, stop reading KVM's
+ * resample eventfd (hw/vfio-user/device.c)
+ */
+void vfio_user_intx_exit(VFIOUserPCIDevice *udev);
 
 /* The vfio-user implementation of VFIODeviceIOOps (hw/vfio-user/device.c) */
 extern const VFIODeviceIOOps vfio_user_device_io_ops;

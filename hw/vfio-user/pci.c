@@ -444,7 +444,7 @@ error:
                       vfio_user_pci_socket_name(udev));
     }
     error_prepend(errp, "vfio-user-pci: ");
-    vfio_user_intx_unmask_wait(udev);
+    vfio_user_intx_exit(udev);
     vfio_user_detach_device_common(vbasedev);
     vfio_user_proxy_free(udev->proxy);
     udev->proxy = NULL;
@@ -464,7 +464,7 @@ static void vfio_user_pci_exit(PCIDevice *pdev)
     vfio_user_proxy_begin_teardown(udev->proxy);
     vfio_user_pci_ioeventfds_exit(udev);
     base->exit(pdev);
-    vfio_user_intx_unmask_wait(udev);
+    vfio_user_intx_exit(udev);
     /* Unmap guest memory while the server can still hear it. */
     vfio_user_detach_device_common(&udev->parent_obj.vbasedev);
     vfio_user_proxy_free(udev->proxy);
@@ -479,6 +479,8 @@ static void vfio_user_pci_do_reset(VFIOUserPCIDevice *udev)
     int ret;
 
     trace_vfio_user_pci_reset(vbasedev->name);
+    /* The guest's driver starts the device afresh: nothing to tell it */
+    udev->state_lost = false;
     if (udev->reconnect_co) {
         /* Restore after the reset, from the state the reset leaves */
         udev->reconnect_cancelled = true;
@@ -667,6 +669,7 @@ static void vfio_user_pci_instance_init(Object *obj)
     VFIOUserPCIDevice *udev = VFIO_USER_PCI(obj);
 
     udev->class_code = PCI_ANY_ID;
+    udev->intx_resample_fd = -1;
 }
 
 static void vfio_user_pci_finalize(Object *obj)

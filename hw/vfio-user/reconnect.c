@@ -30,6 +30,7 @@
 #include "hw/pci/msi.h"
 #include "hw/pci/pci_bridge.h"
 #include "hw/pci/pcie_aer.h"
+#include "hw/pci/pcie.h"
 #include "hw/qdev-core.h"
 #include "hw/sysbus.h"
 #include "device.h"
@@ -111,40 +112,43 @@ static VFIORegion *vfio_user_pci_mapped_region(VFIOUserPCIDevice *udev,
 }
 
 /*
- * Does a new server's @info give the mmap areas @region has (as
- * hw/vfio derives them: the sparse areas of non-zero size, else the
- * whole region)?  They are to be mapped where the old ones are.
+ * Can a new server's @info map every area @region has mmap-ed?  Each must
+ * lie in one of its mmap areas (those the file covers: the sparse areas
+ * of non-zero size, else the whole region), as the old server's did
+ * (hw/vfio may have cut them, around an MSI-X table).  They are to be
+ * mapped where the old ones are.
  */
-static bool vfio_user_pci_same_mmaps(VFIORegion *region,
-                                     struct vfio_region_info *info)
+static bool vfio_user_pci_mmaps_covered(VFIORegion *region,
+                                        struct vfio_region_info *info)
 {
-    struct vfio_region_info_cap_sparse_mmap *sparse;
+    struct vfio_region_info_cap_sparse_mmap *sparse = NULL;
     struct vfio_info_cap_header *hdr;
     uint32_t i;
-    int j = 0;
+    int j;
 
     if (!(info->flags & VFIO_REGION_INFO_FLAG_MMAP)) {
         return false;
     }
     hdr = vfio_get_region_info_cap(info, VFIO_REGION_INFO_CAP_SPARSE_MMAP);
-    if (!hdr) {
-        return region->nr_mmaps == 1 && !region->mmaps[0].offset &&
-               region->mmaps[0].size == info->size;
+    if (hdr) {
+        sparse = container_of(hdr, struct vfio_region_info_cap_sparse_mmap,
+                              header);
     }
-    sparse = container_of(hdr, struct vfio_region_info_cap_sparse_mmap,
-                          header);
-    for (i = 0; i < sparse->nr_areas; i++) {
-        if (!sparse->areas[i].size) {
-            continue;
+    for (j = 0; j < region->nr_mmaps; j++) {
+        uint64_t start = region->mmaps[j].offset;
+        uint64_t end = start + region->mmaps[j].size;
+        bool inside = !sparse && end <= info->size;
+
+        for (i = 0; sparse && i < sparse->nr_areas && !inside; i++) {
+            inside = sparse->areas[i].size &&
+                     start >= sparse->areas[i].offset &&
+                     end - sparse->areas[i].offset <= sparse->areas[i].size;
         }
-        if (j == region->nr_mmaps ||
-            region->mmaps[j].offset != sparse->areas[i].offset ||
-            region->mmaps[j].size != sparse->areas[i].size) {
+        if (!inside) {
             return false;
         }
-        j++;
     }
-    return j == region->nr_mmaps;
+    return true;
 }
 
 /* A new server's file for a BAR the guest reaches mmap-ed */
@@ -200,9 +204,11 @@ static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
         new->argsz = old->argsz;
         new->index = i;
         ret = ops->get_region_info(vbasedev, new, &fd);
-        if (fd >= 0 && (ret < 0 || !vfio_user_pci_mapped_region(udev, i))) {
+        if (vfio_user_pci_mapped_region(udev, i)) {
+            /* The caller closes it, whatever happens next */
+            files[i] = (VFIOUserBarFile) { fd, new->offset };
+        } else if (fd >= 0) {
             close(fd);
-            fd = -1;
         }
         if (ret < 0) {
             error_setg_errno(errp, -ret, "region %d info failed", i);
@@ -215,16 +221,14 @@ static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
                        (uint64_t)old->size, old->flags);
             return false;
         }
-        if (vfio_user_pci_mapped_region(udev, i)) {
-            files[i] = (VFIOUserBarFile) { fd, new->offset };
-            if (fd < 0 ||
-                !vfio_user_pci_same_mmaps(vfio_user_pci_mapped_region(udev,
-                                                                      i),
-                                          new)) {
-                error_setg(errp, "a different device: region %d is not "
-                           "mmap-able in the same areas from a file", i);
-                return false;
-            }
+        if (vfio_user_pci_mapped_region(udev, i) &&
+            (fd < 0 ||
+             !vfio_user_pci_mmaps_covered(vfio_user_pci_mapped_region(udev,
+                                                                     i),
+                                          new))) {
+            error_setg(errp, "region %d: the server's file does not cover "
+                       "the areas the guest reaches mmap-ed", i);
+            return false;
         }
     }
     vfio_user_pci_read_irq_counts(udev, counts);
@@ -350,12 +354,6 @@ static bool coroutine_fn vfio_user_pci_co_restore_config(
 }
 
 /*
- * Give a server what the guest and QEMU had set up, in this order: the
- * DMA maps (the device may do DMA as soon as bus mastering is back), the
- * interrupt eventfds and vector masks (so that an interrupt the device
- * raises once enabled is not lost), then the config space.
- */
-/*
  * The device's migration state as hw/vfio knows it: a stopped VM's device
  * stops on the new server too.  A migration in progress cannot go on (the
  * new server has neither the old one's data stream nor its DMA log): it
@@ -421,6 +419,14 @@ static bool vfio_user_pci_remap(VFIOUserPCIDevice *udev,
     return true;
 }
 
+/*
+ * Give a server what the guest and QEMU had set up, in this order: the
+ * DMA maps (the device may do DMA as soon as bus mastering is back), the
+ * interrupt eventfds and vector masks (so that an interrupt the device
+ * raises once enabled is not lost), then the config space, and the
+ * migration state.  The BARs' mmaps are already on the new server's
+ * files (vfio_user_pci_remap()).
+ */
 static bool coroutine_fn vfio_user_pci_co_restore(VFIOUserPCIDevice *udev,
                                                   Error **errp)
 {
@@ -495,17 +501,19 @@ static void vfio_user_pci_arm_attempt_timer(VFIOUserPCIDevice *udev)
 /*
  * One attempt: connect to @addr (the device's socket if NULL), check the
  * device, restore it.  On success the device is connected again, and
- * @addr becomes its socket; *@fresh says whether the server had lost
- * the device's state.
+ * @addr becomes its socket.  A server found to have lost the device's
+ * state is remembered (state_lost) until the guest is told: an attempt
+ * that fails after restoring the config space leaves the next one a
+ * server that looks as if it had kept it.
  */
 static int coroutine_fn vfio_user_pci_co_attempt(VFIOUserPCIDevice *udev,
                                                  SocketAddress *addr,
-                                                 bool *fresh, Error **errp)
+                                                 Error **errp)
 {
     g_autoptr(QIOChannelSocket) sioc = NULL;
     g_autofree char *name = NULL;
     VFIOUserBarFile files[PCI_ROM_SLOT];
-    bool ok;
+    bool ok, fresh = false;
     int i, ret;
 
     udev->reconnect_attempts++;
@@ -524,9 +532,10 @@ static int coroutine_fn vfio_user_pci_co_attempt(VFIOUserPCIDevice *udev,
     for (i = 0; i < PCI_ROM_SLOT; i++) {
         files[i].fd = -1;
     }
-    ok = vfio_user_pci_co_same_device(udev, files, fresh, errp) &&
+    ok = vfio_user_pci_co_same_device(udev, files, &fresh, errp) &&
          vfio_user_pci_remap(udev, files, errp) &&
          vfio_user_pci_co_restore(udev, errp);
+    udev->state_lost |= fresh;
     for (i = 0; i < PCI_ROM_SLOT; i++) {
         if (files[i].fd >= 0) {
             close(files[i].fd);
@@ -577,7 +586,10 @@ static void vfio_user_pci_report_lost_state(VFIOUserPCIDevice *udev)
     PCIEAERErr err = { .status = PCI_ERR_UNC_SDN };
     int ret = -ENOSYS;
 
-    if (port && pci_is_express(port) && port->exp.aer_cap) {
+    /* A port with a link below it: a root port or a downstream port */
+    if (port && pci_is_express(port) && port->exp.aer_cap &&
+        (pcie_cap_get_type(port) == PCI_EXP_TYPE_ROOT_PORT ||
+         pcie_cap_get_type(port) == PCI_EXP_TYPE_DOWNSTREAM)) {
         err.source_id = pci_requester_id(port);
         ret = pcie_aer_inject_error(port, &err);
     }
@@ -586,7 +598,7 @@ static void vfio_user_pci_report_lost_state(VFIOUserPCIDevice *udev)
 }
 
 /* The device is connected again: tell the user and management. */
-static void vfio_user_pci_connected(VFIOUserPCIDevice *udev, bool fresh)
+static void vfio_user_pci_connected(VFIOUserPCIDevice *udev)
 {
     g_autofree char *path = vfio_user_pci_qom_path(udev);
     const char *name = vfio_user_proxy_name(udev->proxy);
@@ -602,7 +614,8 @@ static void vfio_user_pci_connected(VFIOUserPCIDevice *udev, bool fresh)
                 vfio_user_pci_id(udev), name);
     qapi_event_send_vfio_user_connected(DEVICE(udev)->id ?: "", path, name);
     udev->reconnect_attempts = 0;
-    if (fresh) {
+    if (udev->state_lost) {
+        udev->state_lost = false;
         vfio_user_pci_report_lost_state(udev);
     }
 }
@@ -635,13 +648,12 @@ static void coroutine_fn vfio_user_pci_reconnect_co(void *opaque)
 {
     VFIOUserPCIDevice *udev = opaque;
     Error *err = NULL;
-    bool fresh;
     int ret;
 
-    ret = vfio_user_pci_co_attempt(udev, NULL, &fresh, &err);
+    ret = vfio_user_pci_co_attempt(udev, NULL, &err);
     udev->reconnect_co = NULL;
     if (!ret) {
-        vfio_user_pci_connected(udev, fresh);
+        vfio_user_pci_connected(udev);
     } else {
         vfio_user_pci_refused(udev, ret, err);
         vfio_user_pci_schedule_reconnect(udev);
@@ -716,7 +728,6 @@ void coroutine_fn qmp_x_vfio_user_reconnect(const char *id,
     DeviceState *dev = qdev_find_recursive(sysbus_get_default(), id);
     VFIOUserPCIDevice *udev;
     Error *err = NULL;
-    bool fresh;
     int ret;
 
     if (!dev) {
@@ -748,7 +759,7 @@ void coroutine_fn qmp_x_vfio_user_reconnect(const char *id,
     }
     udev->reconnect_cancelled = false;
     udev->reconnect_co = qemu_coroutine_self();
-    ret = vfio_user_pci_co_attempt(udev, socket, &fresh, &err);
+    ret = vfio_user_pci_co_attempt(udev, socket, &err);
     udev->reconnect_co = NULL;
     aio_wait_kick();
     if (ret < 0) {
@@ -757,5 +768,5 @@ void coroutine_fn qmp_x_vfio_user_reconnect(const char *id,
         vfio_user_pci_schedule_reconnect(udev);
         return;
     }
-    vfio_user_pci_connected(udev, fresh);
+    vfio_user_pci_connected(udev);
 }

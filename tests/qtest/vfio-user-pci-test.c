@@ -751,6 +751,9 @@ static void test_sparse_areas(void)
         g_autofree char *err = NULL;
         QTestState *qts = client_start_stderr(s, extra, &err);
 
+        /* Mapped: the area, and nothing else of BAR 0 */
+        g_assert_cmpint(file_count(trace, "BAR 0 mmaps"), ==,
+                        cases[i].mapped);
         g_assert_cmpint(file_count(trace, "BAR 0 mmaps[0] [0x1000 - 0x1fff]"),
                         ==, cases[i].mapped);
         g_assert_cmpint(file_count(err, "cannot be mapped"), ==,
