@@ -45,30 +45,47 @@
 
 typedef struct VFIOUserDMAOp VFIOUserDMAOp;
 
-/* A map, as the listener made it: what a new server gets again */
+/* One map the listener or a vIOMMU made: a piece of a server map */
+typedef struct VFIOUserPiece {
+    hwaddr iova;
+    uint64_t size;
+} VFIOUserPiece;
+
+/*
+ * A map the server has (one DMA_MAP): one or more of the guest's maps
+ * that follow each other in IOVA, in host memory and in their RAM's
+ * file, with the same permission.  A vIOMMU maps a page at a time, and
+ * libvfio-user keeps 16 or 64 maps and wants a queue in a single one.
+ * It is what a new server gets again.
+ */
 typedef struct VFIOUserMap {
     QLIST_ENTRY(VFIOUserMap) next;
     hwaddr iova;
     uint64_t size;
     void *vaddr;
     bool readonly;
+    /* Its RAM and offset in the RAM's file (NULL: sent without an fd) */
+    MemoryRegion *mr;
+    off_t offset;
     /* Sent with the RAM's fd: the server may write it without a message */
     bool with_fd;
     /* Tells this map from a later one of the same range */
     uint64_t seq;
     /* Sent to the current server (else a replay sends it) */
     bool on_server;
+    /* The guest's maps it is made of, in IOVA order */
+    GArray *pieces;
 } VFIOUserMap;
 
 struct VFIOUserContainer {
     VFIOContainerBase bcontainer;
     VFIOUserPCIDevice *udev;
     AddressSpace *as;
-    /* What the server may access: the maps sent, by IOVA */
+    /* What the server may access: the guest's maps, by IOVA */
     IOVATree *maps;
-    unsigned int nr_maps;
-    /* The same maps, with what it takes to send them again */
+    /* The server's maps (made of those), and how many */
     QLIST_HEAD(, VFIOUserMap) map_list;
+    unsigned int nr_maps;
     uint64_t next_seq;
     /* Coroutines sending messages and waiting for their replies */
     unsigned int inflight;
@@ -119,54 +136,77 @@ static const char *container_name(const VFIOUserContainer *c)
     return c->udev->parent_obj.vbasedev.name;
 }
 
-/* Record a map; its sequence number, or 0 if it overlaps another. */
-static uint64_t vfio_user_map_add(VFIOUserContainer *c, const DMAMap *window,
-                                  void *vaddr)
-{
-    VFIOUserMap *m;
-
-    if (iova_tree_insert(c->maps, window) != IOVA_OK) {
-        return 0;
-    }
-    c->nr_maps++;
-    m = g_new(VFIOUserMap, 1);
-    *m = (VFIOUserMap) {
-        .iova = window->iova, .size = window->size + 1, .vaddr = vaddr,
-        .readonly = window->perm == IOMMU_RO, .seq = ++c->next_seq,
-    };
-    QLIST_INSERT_HEAD(&c->map_list, m, next);
-    return m->seq;
-}
-
-static VFIOUserMap *vfio_user_map_find(VFIOUserContainer *c, hwaddr iova,
-                                       uint64_t size)
+/* The server map whose message is @seq, or NULL */
+static VFIOUserMap *vfio_user_map_by_seq(VFIOUserContainer *c, uint64_t seq)
 {
     VFIOUserMap *m;
 
     QLIST_FOREACH(m, &c->map_list, next) {
-        if (m->iova == iova && m->size == size) {
+        if (m->seq == seq) {
             return m;
         }
     }
     return NULL;
 }
 
-/*
- * Forget the map of exactly [@iova, @iova + @size), if there is one (and
- * it is map @seq, unless @seq is 0).
- */
-static void vfio_user_map_remove(VFIOUserContainer *c, hwaddr iova,
-                                 uint64_t size, uint64_t seq)
+/* A new server map of @piece at @vaddr, from @mr at @offset (or none) */
+static VFIOUserMap *vfio_user_map_new(VFIOUserContainer *c,
+                                      const VFIOUserPiece *piece, void *vaddr,
+                                      bool readonly, MemoryRegion *mr,
+                                      off_t offset)
 {
-    VFIOUserMap *m = vfio_user_map_find(c, iova, size);
-    DMAMap window = { .iova = iova, .size = size - 1 };
+    VFIOUserMap *m = g_new(VFIOUserMap, 1);
 
-    if (m && (!seq || m->seq == seq)) {
-        iova_tree_remove(c->maps, window);
-        c->nr_maps--;
-        QLIST_REMOVE(m, next);
-        g_free(m);
+    *m = (VFIOUserMap) {
+        .iova = piece->iova, .size = piece->size, .vaddr = vaddr,
+        .readonly = readonly, .mr = mr, .offset = offset,
+        .with_fd = mr != NULL,
+        .pieces = g_array_new(false, false, sizeof(VFIOUserPiece)),
+    };
+    g_array_append_val(m->pieces, *piece);
+    QLIST_INSERT_HEAD(&c->map_list, m, next);
+    c->nr_maps++;
+    return m;
+}
+
+/* Forget server map @m; with @pieces, the guest's maps it holds too. */
+static void vfio_user_map_free(VFIOUserContainer *c, VFIOUserMap *m,
+                               bool pieces)
+{
+    guint i;
+
+    for (i = 0; pieces && i < m->pieces->len; i++) {
+        VFIOUserPiece *p = &g_array_index(m->pieces, VFIOUserPiece, i);
+
+        iova_tree_remove(c->maps, (DMAMap) { .iova = p->iova,
+                                             .size = p->size - 1 });
     }
+    g_array_free(m->pieces, true);
+    QLIST_REMOVE(m, next);
+    c->nr_maps--;
+    g_free(m);
+}
+
+/*
+ * The server map @piece can extend at its end: one that ends where the
+ * piece starts, in IOVA, in host memory and in the same RAM's file, with
+ * the same permission.
+ */
+static VFIOUserMap *vfio_user_map_before(VFIOUserContainer *c,
+                                         const VFIOUserPiece *piece,
+                                         void *vaddr, bool readonly,
+                                         MemoryRegion *mr, off_t offset)
+{
+    VFIOUserMap *m;
+
+    QLIST_FOREACH(m, &c->map_list, next) {
+        if (m->iova + m->size == piece->iova &&
+            m->vaddr + m->size == vaddr && m->readonly == readonly &&
+            m->mr == mr && (!mr || m->offset + m->size == offset)) {
+            return m;
+        }
+    }
+    return NULL;
 }
 
 static void vfio_user_dma_failed(VFIOUserContainer *c, Error *err)
@@ -263,12 +303,16 @@ static void coroutine_fn vfio_user_dma_co_one(VFIOUserContainer *c,
         vfio_user_dma_failed(c, err);
         if (is_map) {
             /*
-             * The server did not take it: it must not be used.  Unless it
-             * is already gone (unmapped while this message was in
-             * flight): then there is nothing to remove, and nothing of
-             * another map's (a later one of the same range) to remove.
+             * The server did not take it: its guest maps must not be used.
+             * Unless it is already gone (unmapped, or extended, while
+             * this message was in flight): then there is nothing to
+             * remove, and nothing of a later map's.
              */
-            vfio_user_map_remove(c, iova, size, op->seq);
+            VFIOUserMap *m = vfio_user_map_by_seq(c, op->seq);
+
+            if (m) {
+                vfio_user_map_free(c, m, true);
+            }
         }
     }
 }
@@ -385,40 +429,99 @@ static int vfio_user_dma_refuse(VFIOUserContainer *c, hwaddr iova,
 }
 
 /*
- * The DMA_MAP message of [@iova, @iova + @size) at host address @vaddr,
- * with its RAM (a reference: the RAMBlock and its fd must not go before
- * the message leaves, nor the fd number be reused) when the RAM is
- * shareable.
+ * The RAM behind host address @vaddr, if the server can map it (it has
+ * a shareable fd), and *@offset, @vaddr's offset in the RAM's file; NULL
+ * when the server gets the window without an fd.
  */
-static VFIOUserDMAOp *vfio_user_dma_map_op(hwaddr iova, uint64_t size,
-                                           void *vaddr, bool readonly)
+static MemoryRegion *vfio_user_ram_source(void *vaddr, off_t *offset)
 {
-    VFIOUserDMAOp *op = g_new0(VFIOUserDMAOp, 1);
     MemoryRegion *mr;
-    off_t offset = 0;
     int fd = -1;
 
-    mr = vfio_container_dma_map_source(vaddr, &fd, &offset);
+    mr = vfio_container_dma_map_source(vaddr, &fd, offset);
     if (!mr || !mr->ram_block || !qemu_ram_is_shared(mr->ram_block) ||
         fd < 0) {
-        /* Not shareable: the server gets the window without an fd. */
-        offset = 0;
-    } else {
-        memory_region_ref(mr);
-        op->mr = mr;
+        *offset = 0;
+        return NULL;
+    }
+    return mr;
+}
+
+/*
+ * The DMA_MAP message of server map @m, with its RAM (a reference: the
+ * RAMBlock and its fd must not go before the message leaves, nor the fd
+ * number be reused) when it is sent with an fd.
+ */
+static VFIOUserDMAOp *vfio_user_dma_map_op(VFIOUserMap *m)
+{
+    VFIOUserDMAOp *op = g_new0(VFIOUserDMAOp, 1);
+
+    if (m->mr) {
+        memory_region_ref(m->mr);
+        op->mr = m->mr;
     }
     op->fd = -1;
+    op->seq = m->seq;
     vfio_user_msg_init(&op->msg.hdr, VFIO_USER_DMA_MAP, sizeof(op->msg.map));
     op->msg.map.argsz = cpu_to_le32(sizeof(op->msg.map) -
                                     sizeof(op->msg.hdr));
     op->msg.map.flags = cpu_to_le32(VFIO_USER_DMA_MAP_READ |
-                                    (readonly ? 0 : VFIO_USER_DMA_MAP_WRITE));
-    op->msg.map.offset = cpu_to_le64(offset);
-    op->msg.map.address = cpu_to_le64(iova);
-    op->msg.map.size = cpu_to_le64(size);
+                                    (m->readonly ? 0 :
+                                     VFIO_USER_DMA_MAP_WRITE));
+    op->msg.map.offset = cpu_to_le64(m->offset);
+    op->msg.map.address = cpu_to_le64(m->iova);
+    op->msg.map.size = cpu_to_le64(m->size);
     return op;
 }
 
+/* The DMA_UNMAP message of server map @m */
+static VFIOUserDMAOp *vfio_user_dma_unmap_op(VFIOUserMap *m)
+{
+    VFIOUserDMAOp *op = g_new0(VFIOUserDMAOp, 1);
+
+    op->fd = -1;
+    vfio_user_msg_init(&op->msg.hdr, VFIO_USER_DMA_UNMAP,
+                       sizeof(op->msg.unmap));
+    op->msg.unmap.argsz = cpu_to_le32(sizeof(op->msg.unmap) -
+                                      sizeof(op->msg.hdr));
+    op->msg.unmap.address = cpu_to_le64(m->iova);
+    op->msg.unmap.size = cpu_to_le64(m->size);
+    return op;
+}
+
+/* Have server map @m (re)sent, as a new message: a new sequence number */
+static void vfio_user_map_send(VFIOUserContainer *c, VFIOUserMap *m)
+{
+    m->seq = ++c->next_seq;
+    m->on_server = !c->offline;
+    vfio_user_dma_send(c, vfio_user_dma_map_op(m));
+}
+
+/*
+ * Outside a memory transaction (a vIOMMU's map and unmap notifications,
+ * virtio-mem's plug and unplug), wait for the replies before returning:
+ * the guest goes on as if the map were done (it may ring a doorbell the
+ * server reads from its mmap, not from the socket), and expects the
+ * server to have let an unmapped range go (its memory may be reused).
+ * For one reply timeout at most: a server that does not answer by then
+ * is lost.  Inside a transaction nothing may wait: the listener's
+ * commit and the device's next message order those maps.
+ */
+static bool vfio_user_dma_settle(VFIOUserContainer *c)
+{
+    if (c->in_transaction || !c->bcontainer.initialized || c->detaching ||
+        qemu_in_coroutine()) {
+        return false;
+    }
+    vfio_user_container_drain(c);
+    return true;
+}
+
+/*
+ * A guest map: recorded as it is (the server's requests are checked
+ * against it), and made a server map of its own or added to the end of
+ * the one it continues (an unmap and a bigger map).
+ */
 static int vfio_user_dma_map(const VFIOContainerBase *bcontainer,
                              hwaddr iova, ram_addr_t size, void *vaddr,
                              bool readonly)
@@ -426,32 +529,50 @@ static int vfio_user_dma_map(const VFIOContainerBase *bcontainer,
     VFIOUserContainer *c = VFIO_IOMMU_USER(bcontainer);
     const VFIOUserCaps *caps = vfio_user_proxy_caps(container_proxy(c));
     uint64_t pgmask = (1ULL << ctz64(caps->pgsizes)) - 1;
+    VFIOUserPiece piece = { .iova = iova, .size = size };
     DMAMap window = {
         .iova = iova, .size = size - 1,
+        .translated_addr = (hwaddr)(uintptr_t)vaddr,
         .perm = readonly ? IOMMU_RO : IOMMU_RW,
     };
-    VFIOUserDMAOp *op;
-    uint64_t seq;
+    MemoryRegion *mr;
+    VFIOUserMap *m;
+    off_t offset;
 
     if (!size || (iova & pgmask) || (size & pgmask)) {
         return vfio_user_dma_refuse(c, iova, size, "not aligned to the "
                                     "server's smallest DMA page size "
                                     "(pgsizes)");
     }
-    if (c->nr_maps >= caps->max_dma_maps) {
+    mr = vfio_user_ram_source(vaddr, &offset);
+    m = vfio_user_map_before(c, &piece, vaddr, readonly, mr, offset);
+    if (!m && c->nr_maps >= caps->max_dma_maps) {
         return vfio_user_dma_refuse(c, iova, size,
                                     "the server's max_dma_maps is reached");
     }
-    seq = vfio_user_map_add(c, &window, vaddr);
-    if (!seq) {
+    if (iova_tree_insert(c->maps, &window) != IOVA_OK) {
         return vfio_user_dma_refuse(c, iova, size,
                                     "it overlaps an existing map");
     }
-    op = vfio_user_dma_map_op(iova, size, vaddr, readonly);
-    op->seq = seq;
-    QLIST_FIRST(&c->map_list)->on_server = !c->offline;
-    QLIST_FIRST(&c->map_list)->with_fd = op->mr != NULL;
-    return vfio_user_dma_send(c, op);
+    if (m) {
+        if (m->on_server) {
+            vfio_user_dma_send(c, vfio_user_dma_unmap_op(m));
+        }
+        m->size += size;
+        g_array_append_val(m->pieces, piece);
+    } else {
+        m = vfio_user_map_new(c, &piece, vaddr, readonly, mr, offset);
+    }
+    vfio_user_map_send(c, m);
+    if (vfio_user_dma_settle(c)) {
+        /* The caller learns that the server refused it (virtio-mem) */
+        DMAMap want = { .iova = iova, .size = size - 1 };
+        const DMAMap *found = iova_tree_find(c->maps, &want);
+
+        return found && found->iova == iova && found->size == size - 1 ?
+               0 : -EIO;
+    }
+    return 0;
 }
 
 bool vfio_user_container_direct_write(VFIOUserContainer *c, hwaddr iova,
@@ -507,7 +628,7 @@ int coroutine_fn vfio_user_container_co_replay(VFIOUserContainer *c,
         m->on_server = true;
         iova = m->iova;
         size = m->size;
-        op = vfio_user_dma_map_op(iova, size, m->vaddr, m->readonly);
+        op = vfio_user_dma_map_op(m);
         fds = (VFIOUserFDs) { .send = &op->fd, .nsend = 1 };
         if (vfio_user_dma_op_get_fd(op, errp)) {
             ret = vfio_user_co_send_recv(container_proxy(c), &op->msg.hdr,
@@ -525,48 +646,69 @@ int coroutine_fn vfio_user_container_co_replay(VFIOUserContainer *c,
     }
 }
 
+/*
+ * Server map @m loses the guest's maps [@iova, @iova + @size) touches
+ * (whole: a guest map goes whole), and is unmapped: servers take an
+ * unmap only for exactly a range they were given (libvfio-user does).
+ * What is left of it is sent again as new server maps, one per run of
+ * guest maps that still follow each other.
+ */
+static void vfio_user_map_cut(VFIOUserContainer *c, VFIOUserMap *m,
+                              hwaddr iova, uint64_t size)
+{
+    VFIOUserMap *run = NULL;
+    guint i;
+
+    if (m->on_server) {
+        vfio_user_dma_send(c, vfio_user_dma_unmap_op(m));
+    }
+    for (i = 0; i < m->pieces->len; i++) {
+        VFIOUserPiece *p = &g_array_index(m->pieces, VFIOUserPiece, i);
+        uint64_t delta = p->iova - m->iova;
+
+        if (p->iova < iova + size && iova < p->iova + p->size) {
+            /* From now on the server's requests here are refused */
+            iova_tree_remove(c->maps, (DMAMap) { .iova = p->iova,
+                                                 .size = p->size - 1 });
+            if (run) {
+                vfio_user_map_send(c, run);
+                run = NULL;
+            }
+        } else if (run) {
+            run->size += p->size;
+            g_array_append_val(run->pieces, *p);
+        } else {
+            run = vfio_user_map_new(c, p, m->vaddr + delta, m->readonly,
+                                    m->mr, m->mr ? m->offset + delta : 0);
+        }
+    }
+    if (run) {
+        vfio_user_map_send(c, run);
+    }
+    vfio_user_map_free(c, m, false);
+}
+
+/*
+ * Unmap [@iova, @iova + @size): every server map it touches is cut (a
+ * single unmap can cover several maps: virtio-mem unmaps by granule).
+ * Nothing of the range mapped (we or the server refused the map):
+ * nothing to send.
+ */
 static int vfio_user_dma_unmap(const VFIOContainerBase *bcontainer,
                                hwaddr iova, ram_addr_t size,
                                IOMMUTLBEntry *iotlb)
 {
     VFIOUserContainer *c = VFIO_IOMMU_USER(bcontainer);
-    DMAMap window = { .iova = iova, .size = size - 1 };
-    const DMAMap *m;
-    int ret = 0;
+    VFIOUserMap *m, *tmp;
 
-    /*
-     * Unmap each map the range touches, whole: servers take an unmap only
-     * for exactly a range they were given (libvfio-user does), and a
-     * single unmap can cover several maps (virtio-mem maps by granule).
-     * Nothing of the range mapped (we or the server refused the map):
-     * nothing to send.  From now on the server's requests for these
-     * ranges are refused.
-     */
-    while ((m = iova_tree_find(c->maps, &window))) {
-        DMAMap old = *m;
-        VFIOUserMap *rec = vfio_user_map_find(c, old.iova, old.size + 1);
-        bool on_server = rec && rec->on_server;
-        VFIOUserDMAOp *op;
-
-        vfio_user_map_remove(c, old.iova, old.size + 1, 0);
-        if (!on_server) {
-            /* The server never had it (offline): nothing to send */
-            continue;
+    QLIST_FOREACH_SAFE(m, &c->map_list, next, tmp) {
+        if (m->iova < iova + size && iova < m->iova + m->size) {
+            vfio_user_map_cut(c, m, iova, size);
         }
-
-        op = g_new0(VFIOUserDMAOp, 1);
-        op->fd = -1;
-        vfio_user_msg_init(&op->msg.hdr, VFIO_USER_DMA_UNMAP,
-                           sizeof(op->msg.unmap));
-        op->msg.unmap.argsz = cpu_to_le32(sizeof(op->msg.unmap) -
-                                          sizeof(op->msg.hdr));
-        op->msg.unmap.address = cpu_to_le64(old.iova);
-        op->msg.unmap.size = cpu_to_le64(old.size + 1);
-        ret = vfio_user_dma_send(c, op) ?: ret;
     }
-    return ret;
+    vfio_user_dma_settle(c);
+    return 0;
 }
-
 
 /*
  * A server's DMA_READ (@is_write false) or DMA_WRITE: allowed only inside
@@ -618,6 +760,60 @@ int vfio_user_container_dma_rw(VFIOUserContainer *c, uint64_t addr,
     return ret;
 }
 
+static void vfio_user_probe_notify(IOMMUNotifier *n, IOMMUTLBEntry *iotlb)
+{
+}
+
+/* The IOMMU region in @mr or one of its subregions (depth @depth), or NULL */
+static IOMMUMemoryRegion *vfio_user_find_iommu(MemoryRegion *mr, int depth)
+{
+    MemoryRegion *sub;
+
+    if (memory_region_is_iommu(mr)) {
+        return IOMMU_MEMORY_REGION(mr);
+    }
+    QTAILQ_FOREACH(sub, &mr->subregions, subregions_link) {
+        IOMMUMemoryRegion *iommu = depth ? vfio_user_find_iommu(sub,
+                                                                depth - 1)
+                                         : NULL;
+
+        if (iommu) {
+            return iommu;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Can the guest vIOMMU of @as tell us the guest's maps?  hw/vfio asks it
+ * for map notifications only once the guest enables it, and aborts QEMU
+ * if it refuses then (intel-iommu without caching-mode does): ask now, at
+ * realize, where a refusal is the device's error.  vfio-pci relies on
+ * intel-iommu checking vfio-pci devices at machine done, which knows
+ * nothing of this device.
+ */
+static bool vfio_user_viommu_usable(AddressSpace *as, Error **errp)
+{
+    IOMMUMemoryRegion *iommu = vfio_user_find_iommu(as->root, 2);
+    IOMMUNotifier n;
+
+    if (!iommu) {
+        return true;
+    }
+    iommu_notifier_init(&n, vfio_user_probe_notify,
+                        IOMMU_NOTIFIER_IOTLB_EVENTS, 0, HWADDR_MAX,
+                        memory_region_iommu_attrs_to_index(
+                            iommu, MEMTXATTRS_UNSPECIFIED));
+    if (memory_region_register_iommu_notifier(MEMORY_REGION(iommu), &n,
+                                              errp)) {
+        error_prepend(errp, "the guest vIOMMU cannot tell QEMU the guest's "
+                      "DMA maps (intel-iommu needs caching-mode=on): ");
+        return false;
+    }
+    memory_region_unregister_iommu_notifier(MEMORY_REGION(iommu), &n);
+    return true;
+}
+
 static bool vfio_user_attach_device(const char *name, VFIODevice *vbasedev,
                                     AddressSpace *as, Error **errp)
 {
@@ -627,9 +823,7 @@ static bool vfio_user_attach_device(const char *name, VFIODevice *vbasedev,
     VFIOUserContainer *c;
     VFIOAddressSpace *space;
 
-    if (as != &address_space_memory) {
-        error_setg(errp, "a guest vIOMMU is not supported by vfio-user-pci "
-                   "yet; attach it to a bus without one");
+    if (!vfio_user_viommu_usable(as, errp)) {
         return false;
     }
     space = vfio_get_address_space(as);
@@ -684,9 +878,7 @@ void vfio_user_detach_device_common(VFIODevice *vbasedev)
     vbasedev->bcontainer = NULL;
     c->udev->container = NULL;
     while (!QLIST_EMPTY(&c->map_list)) {
-        VFIOUserMap *m = QLIST_FIRST(&c->map_list);
-
-        vfio_user_map_remove(c, m->iova, m->size, 0);
+        vfio_user_map_free(c, QLIST_FIRST(&c->map_list), true);
     }
     iova_tree_destroy(c->maps);
     object_unref(OBJECT(c));

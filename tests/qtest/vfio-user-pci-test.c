@@ -785,8 +785,12 @@ static void test_help(void)
     assert_contains(out, "enable-migration=");
 }
 
-/* A guest vIOMMU is refused at realize, clearly; QEMU goes on. */
-static void test_viommu_refused(void)
+/*
+ * intel-iommu without caching-mode cannot tell QEMU the guest's maps (it
+ * would not invalidate them): realize fails with intel-iommu's error,
+ * naming the socket; QEMU goes on.
+ */
+static void test_viommu_no_caching_mode(void)
 {
     g_autoptr(Server) s = remote_start("edu");
     QTestState *qts = qtest_init("-machine q35 -display none "
@@ -797,8 +801,11 @@ static void test_viommu_refused(void)
                             "'bus': 'rp0', 'socket': %s}}", s->sock);
     const char *msg = qdict_get_str(qdict_get_qdict(resp, "error"), "desc");
 
-    assert_contains(msg, "vIOMMU is not supported");
+    assert_contains(msg, "caching-mode=on");
     assert_contains(msg, s->sock);
+    qobject_unref(resp);
+    resp = qtest_qmp(qts, "{'execute': 'query-pci'}");
+    g_assert(qdict_haskey(resp, "return"));
     qobject_unref(resp);
     qtest_quit(qts);
 }
@@ -1605,6 +1612,75 @@ static int fault_count(Server *s, const char *event, uint64_t addr,
                        uint64_t size)
 {
     return fault_count_where2(s, event, "addr", addr, "size", size);
+}
+
+/* The ACPI memory hotplug registers of a pc machine (PIIX4 PM) */
+#define MEMHP_IO            0x0a00
+#define MEMHP_SLOT          0x00
+#define MEMHP_FLAGS         0x14
+#define MEMHP_EJECT         8
+
+/*
+ * Guest memory that comes and goes: a pc-dimm hot-plugged is mapped for
+ * the server, with its RAM's fd, and the server may DMA to it; once the
+ * guest ejected it, it is unmapped, and the server's DMA there is
+ * refused.  Twice, with the same slot.
+ */
+static void test_dimm_hotplug(void)
+{
+    g_autoptr(Server) s = fault_start("device");
+    QTestState *qts = client_start(s, "-m 128M,slots=2,maxmem=1G");
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = find_dev(bus);
+    QPCIBar bar0 = qpci_iomap(dev, 0, NULL);
+    const uint64_t size = 128 * MiB;
+
+    for (int round = 0; round < 2; round++) {
+        QDict *resp, *ev;
+        uint64_t addr;
+
+        resp = qtest_qmp(qts, "{'execute': 'object-add', 'arguments': "
+                         "{'qom-type': 'memory-backend-memfd', 'id': 'hp0', "
+                         "'size': %" PRIu64 ", 'share': true}}", size);
+        g_assert(qdict_haskey(resp, "return"));
+        qobject_unref(resp);
+        qtest_qmp_device_add(qts, "pc-dimm", "dimm0", "{'memdev': 'hp0'}");
+        resp = qtest_qmp(qts, "{'execute': 'qom-get', 'arguments': "
+                         "{'path': 'dimm0', 'property': 'addr'}}");
+        addr = qdict_get_int(resp, "return");
+        qobject_unref(resp);
+
+        /* Mapped with its fd: the server could mmap it */
+        do {
+            ev = fault_event(s, "dma-map", -1);
+            if (qdict_get_int(ev, "addr") == addr) {
+                break;
+            }
+            qobject_unref(ev);
+        } while (true);
+        g_assert_cmpuint(qdict_get_int(ev, "size"), ==, size);
+        g_assert(qdict_get_bool(ev, "fd"));
+        qobject_unref(ev);
+        g_assert_cmpint(fault_dma(dev, bar0, s, 5, addr + 0x1000, NULL), ==,
+                        0);
+
+        /* The guest ejects it (ACPI): unmapped, DMA refused */
+        qtest_qmp_device_del_send(qts, "dimm0");
+        qtest_outl(qts, MEMHP_IO + MEMHP_SLOT, 0);
+        qtest_outl(qts, MEMHP_IO + MEMHP_FLAGS, MEMHP_EJECT);
+        qtest_qmp_eventwait(qts, "DEVICE_DELETED");
+        ev = fault_event(s, "dma-unmap", -1);
+        g_assert_cmpuint(qdict_get_int(ev, "addr"), ==, addr);
+        g_assert_cmpuint(qdict_get_int(ev, "size"), ==, size);
+        qobject_unref(ev);
+        g_assert_cmpint(fault_dma(dev, bar0, s, 5, addr + 0x1000, NULL), ==,
+                        EFAULT);
+        resp = qtest_qmp(qts, "{'execute': 'object-del', 'arguments': "
+                         "{'id': 'hp0'}}");
+        g_assert(qdict_haskey(resp, "return"));
+        qobject_unref(resp);
+    }
+    client_end(qts, bus, dev, bar0);
 }
 
 /*
@@ -2699,7 +2775,9 @@ int main(int argc, char **argv)
                    test_server_dma_messages);
     qtest_add_func("/vfio-user-pci/bad-input", test_bad_input);
     qtest_add_func("/vfio-user-pci/realize-unwind", test_realize_unwind);
-    qtest_add_func("/vfio-user-pci/viommu-refused", test_viommu_refused);
+    qtest_add_func("/vfio-user-pci/viommu-no-caching-mode",
+                   test_viommu_no_caching_mode);
+    qtest_add_func("/vfio-user-pci/dimm-hotplug", test_dimm_hotplug);
     qtest_add_func("/vfio-user-pci/fault-dma", test_fault_dma);
     qtest_add_func("/vfio-user-pci/fault-dma-remap", test_fault_dma_remap);
     qtest_add_func("/vfio-user-pci/fault-dma-map-refused",

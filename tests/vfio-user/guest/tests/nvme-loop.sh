@@ -8,6 +8,9 @@ d=$(pci_find_class 010802) || { echo "no nvme device"; return 1; }
 i=0
 while [ ! -b /dev/nvme0n1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 [ -b /dev/nvme0n1 ] || { echo "no /dev/nvme0n1"; return 1; }
+# vfu.maxkb=K: requests of at most K KiB (fewer pages mapped at once)
+maxkb=$(vfu_arg maxkb "")
+[ -z "$maxkb" ] || echo "$maxkb" > /sys/block/nvme0n1/queue/max_sectors_kb
 passes=6
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
