@@ -74,6 +74,6 @@ for tag in none logging fallback; do
     esac
     awk -v l="$label" -v d="$dt" -v t="$tt" -v b="$base_dt" -v tag="$tag" 'BEGIN {
         printf "%-52s %8.0f ms %8.0f ms", l, d, t
-        if (tag != "none") printf "  %+.0f ms (%.0f%%)", d - b, d > 0 ? 100 * (d - b) / d : 0
+        if (tag != "none") printf "  %+.0f ms (%.0f%%)", d - b, (d > 0 ? 100 * (d - b) / d : 0)
         printf "\n" }'
 done
