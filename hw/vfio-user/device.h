@@ -47,6 +47,7 @@ struct VFIOUserPCIDevice {
     bool no_dirty_tracking;
     bool no_ioeventfds;
     bool no_posted_writes;
+    bool send_queued;
     uint32_t class_code;
     uint32_t reconnect_ms;
 

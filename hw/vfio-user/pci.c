@@ -132,7 +132,8 @@ static bool vfio_user_pci_has_mmaps(VFIOPCIDevice *vdev)
 
 /*
  * Writes to memory BARs are posted (sent without waiting for a reply)
- * unless x-no-posted-writes; config space and I/O-port BARs wait.  The
+ * unless x-no-posted-writes or x-send-queued=off; config space and
+ * I/O-port BARs wait.  The
  * server handles messages in order, so a later read by message sees
  * them.  PCI orders a function's posted writes before its later reads,
  * whatever BAR each one targets; a read of an mmap-ed area does not go
@@ -144,7 +145,8 @@ static void vfio_user_pci_setup_posted_writes(VFIOUserPCIDevice *udev)
 {
     VFIOPCIDevice *vdev = &udev->parent_obj;
     /* A doorbell on an eventfd must not overtake a write in the socket */
-    bool post = !udev->no_posted_writes && !vfio_user_pci_has_mmaps(vdev) &&
+    bool post = udev->send_queued && !udev->no_posted_writes &&
+                !vfio_user_pci_has_mmaps(vdev) &&
                 QLIST_EMPTY(&udev->ioeventfds);
     int i;
 
@@ -687,6 +689,8 @@ static void vfio_user_pci_finalize(Object *obj)
 static const Property vfio_user_pci_properties[] = {
     DEFINE_PROP_UINT32("x-msg-timeout", VFIOUserPCIDevice, msg_timeout,
                        VFIO_USER_DEFAULT_TIMEOUT_MS),
+    /* QEMU 10.1's name of the opposite of x-no-posted-writes */
+    DEFINE_PROP_BOOL("x-send-queued", VFIOUserPCIDevice, send_queued, true),
     DEFINE_PROP_BOOL("x-no-posted-writes", VFIOUserPCIDevice,
                      no_posted_writes, false),
     DEFINE_PROP_UINT32("x-pci-class-code", VFIOUserPCIDevice, class_code,

@@ -783,6 +783,8 @@ static void test_help(void)
     assert_contains(out, "x-msg-timeout=");
     g_assert(!strstr(out, "mdev driver"));
     assert_contains(out, "enable-migration=");
+    /* A command line written for QEMU 10.1's client works */
+    assert_contains(out, "x-send-queued=");
 }
 
 /*
