@@ -6,17 +6,19 @@
 # by message): our vfio-user-pci against QEMU 10.2's upstream client
 # (built by 'make bench-peers'; skipped without it), and the same NVMe
 # emulated in the client (QEMU's nvme on a raw file in the same
-# directory), in one run, unpinned, one guest at a time: sequential
+# directory), in one run, unpinned, one guest at a time, the clients
+# taking turns (REPS times each: the machine's load drifts): sequential
 # O_DIRECT write and read of 1 MiB requests, 4 KiB random reads at queue
 # depth 1 and 8 (tests/vfio-user/guest/tests/bench-disk.sh), and random
 # reads at queue depth 1 with INTx (guest pci=nomsi).  Each target is
-# fresh, its namespace a 64 MiB AIO file.  Medians over the rounds
-# within each guest.  Printed, not asserted.
+# fresh, its namespace a 64 MiB AIO file.  Each guest runs ROUNDS rounds
+# and the first is left out (warm-up); medians over the rest and the
+# repetitions.  Printed, not asserted.
 #
-#   bench/spdk.sh [ROUNDS [MIB [SECS]]]
+#   bench/spdk.sh [ROUNDS [MIB [SECS [REPS]]]]
 
 . "$(dirname "$0")/lib.sh" spdk
-rounds=${1:-3} mib=${2:-32} secs=${3:-2}
+rounds=${1:-3} mib=${2:-32} secs=${3:-2} reps=${4:-2}
 UPSTREAM=$top/build/peers/qemu-10.2/build/qemu-system-x86_64
 clients=ours
 [ -x "$UPSTREAM" ] && clients="ours upstream"
@@ -47,27 +49,33 @@ run() {
         { tail -20 "$log"; fail "guest $name failed"; }
 }
 
-fig() { # NAME WHAT
-    [ -f "$TMP/$1.log" ] || { echo -; return; }
-    grep "^BENCH disk $2 " "$TMP/$1.log" | awk '{ print $4 }' | median
+fig() { # NAME WHAT: over the repetitions' logs, the first round left out
+    ls "$TMP/$1".*.log > /dev/null 2>&1 || { echo -; return; }
+    for f in "$TMP/$1".*.log; do
+        grep "^BENCH disk $2 " "$f" | awk 'NR > 1 || n == 1 { print $4 }' \
+            n="$(grep -c "^BENCH disk $2 " "$f")"
+    done | median
 }
 
 truncate -s 64M "$TMP/local.raw"
-run local "$QEMU" "" -drive file="$TMP/local.raw",if=none,format=raw,id=d0 \
-    -device nvme,drive=d0,serial=local0
-for config in default -M; do
-    for client in $clients; do
-        qemu=$QEMU
-        [ $client = upstream ] && qemu=$UPSTREAM
+for ((rep = 1; rep <= reps; rep++)); do
+    run local.$rep "$QEMU" "" \
+        -drive file="$TMP/local.raw",if=none,format=raw,id=d0 \
+        -device nvme,drive=d0,serial=local0
+    for config in default -M; do
         for irq in msix intx; do
-            append=
-            [ $irq = intx ] && append="pci=nomsi vfu.rounds=1"
-            rm -f "$TMP/spdk$config.disk"
-            spdk_server "spdk$config" ${config#default}
-            run "$client$config-$irq" "$qemu" "$append" \
-                -device "$(dev $client "$TMP/spdk$config/cntrl")"
-            kill "$SPDK_PID"
-            wait "$SPDK_PID" 2>/dev/null || true
+            for client in $clients; do
+                qemu=$QEMU
+                [ $client = upstream ] && qemu=$UPSTREAM
+                append=
+                [ $irq = intx ] && append="pci=nomsi vfu.rounds=2"
+                rm -f "$TMP/spdk$config.disk"
+                spdk_server "spdk$config" ${config#default}
+                run "$client$config-$irq.$rep" "$qemu" "$append" \
+                    -device "$(dev $client "$TMP/spdk$config/cntrl")"
+                kill "$SPDK_PID"
+                wait "$SPDK_PID" 2>/dev/null || true
+            done
         done
     done
 done
@@ -79,7 +87,8 @@ row() { # LABEL NAME
     local intx
     intx=$(fig "$2-intx" rand-qd1)
     # the guest disabled the interrupt ("nobody cared") and polled
-    grep -q "^BENCH disk irq-disabled" "$TMP/$2-intx.log" && intx="$intx*"
+    cat "$TMP/$2"-intx.*.log | grep -q "^BENCH disk irq-disabled" &&
+        intx="$intx*"
     printf '%-34s %9s %9s %9s %9s %9s\n' "$1" "$(fig "$2-msix" seq-write)" \
         "$(fig "$2-msix" seq-read)" "$(fig "$2-msix" rand-qd1)" \
         "$(fig "$2-msix" rand-qd8)" "$intx"
@@ -109,6 +118,7 @@ for config in default -M; do
     done
     printf ' %9s\n' -
 done
-echo "(medians of $rounds rounds in each guest, $mib MiB sequential, $secs s random;"
+echo "(medians of $reps guests of $rounds rounds each, the first round left out;"
+echo " $mib MiB sequential, $secs s random; the clients take turns;"
 echo " TCG, one vCPU, unpinned; SPDK polls one core; *: the guest disabled"
 echo " the interrupt line, \"nobody cared\", and polled its queues)"
