@@ -15,10 +15,12 @@
  * a message sent at once by a coroutine of its own, at most
  * VFIO_USER_DMA_MAX_INFLIGHT at a time; the others queue and are sent,
  * in order, as replies come in.  Failures are reported when the last
- * reply is in.  Only realize and unrealize, outside any transaction,
- * wait for the replies (vfio_user_container_drain()), and so do the
- * device's own messages while maps are still queued, so that a device
- * access never overtakes a map made before it.
+ * reply is in.  Realize and unrealize, outside any transaction, wait for
+ * the replies (vfio_user_container_drain()), and so do the maps and
+ * unmaps made outside a transaction (a vIOMMU's, virtio-mem's:
+ * vfio_user_dma_settle()) and the device's own messages while maps are
+ * still queued, so that a device access never overtakes a map made
+ * before it.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -29,6 +31,7 @@
 #include "qapi/error.h"
 #include "qemu/error-report.h"
 #include "qemu/iova-tree.h"
+#include "qemu/range.h"
 #include "qemu/main-loop.h"
 #include "qemu/coroutine.h"
 #include "exec/address-spaces.h"
@@ -163,6 +166,13 @@ static VFIOUserMap *vfio_user_map_new(VFIOUserContainer *c,
         .with_fd = mr != NULL,
         .pieces = g_array_new(false, false, sizeof(VFIOUserPiece)),
     };
+    /*
+     * The RAM stays while the server may have it mmap-ed: a vIOMMU map
+     * into a pc-dimm outlives the DIMM's unplug until the guest unmaps it
+     */
+    if (mr) {
+        memory_region_ref(mr);
+    }
     g_array_append_val(m->pieces, *piece);
     QLIST_INSERT_HEAD(&c->map_list, m, next);
     c->nr_maps++;
@@ -184,6 +194,9 @@ static void vfio_user_map_free(VFIOUserContainer *c, VFIOUserMap *m,
     g_array_free(m->pieces, true);
     QLIST_REMOVE(m, next);
     c->nr_maps--;
+    if (m->mr) {
+        memory_region_unref(m->mr);
+    }
     g_free(m);
 }
 
@@ -581,8 +594,8 @@ bool vfio_user_container_direct_write(VFIOUserContainer *c, hwaddr iova,
     VFIOUserMap *m;
 
     QLIST_FOREACH(m, &c->map_list, next) {
-        if (m->with_fd && !m->readonly && iova < m->iova + m->size &&
-            m->iova < iova + size) {
+        if (m->with_fd && !m->readonly &&
+            ranges_overlap(m->iova, m->size, iova, size)) {
             return true;
         }
     }
@@ -666,7 +679,7 @@ static void vfio_user_map_cut(VFIOUserContainer *c, VFIOUserMap *m,
         VFIOUserPiece *p = &g_array_index(m->pieces, VFIOUserPiece, i);
         uint64_t delta = p->iova - m->iova;
 
-        if (p->iova < iova + size && iova < p->iova + p->size) {
+        if (ranges_overlap(p->iova, p->size, iova, size)) {
             /* From now on the server's requests here are refused */
             iova_tree_remove(c->maps, (DMAMap) { .iova = p->iova,
                                                  .size = p->size - 1 });
@@ -702,7 +715,7 @@ static int vfio_user_dma_unmap(const VFIOContainerBase *bcontainer,
     VFIOUserMap *m, *tmp;
 
     QLIST_FOREACH_SAFE(m, &c->map_list, next, tmp) {
-        if (m->iova < iova + size && iova < m->iova + m->size) {
+        if (ranges_overlap(m->iova, m->size, iova, size)) {
             vfio_user_map_cut(c, m, iova, size);
         }
     }
