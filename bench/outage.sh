@@ -4,7 +4,8 @@
 # The outage a guest sees when its vfio-user server restarts (reconnect),
 # with Linux's default NVMe timeouts (io_timeout 30 s, admin_timeout
 # 60 s): NVMe over x-vfio-user-server and over SPDK's NVMe target (its
-# default configuration: doorbells mmap-ed), the guest running a loop of
+# default configuration: doorbells mmap-ed; and with -M: doorbells by
+# message), the guest running a loop of
 # O_DIRECT writes and verified reads (tests/vfio-user/guest/tests/
 # nvme-loop.sh).  The server is killed (SIGKILL) after a pass, and a new
 # one started 1 s later on the same socket and disk.  Two placements:
@@ -28,7 +29,8 @@ rounds=${1:-3} trounds=${2:-1}
 now() { date +%s.%N; }
 
 # server KIND: start the server of KIND (remote: x-vfio-user-server with
-# QEMU's nvme; spdk); $SOCK is its socket, $SPID its pid
+# QEMU's nvme; spdk; spdk-M: SPDK with -M); $SOCK is its socket, $SPID
+# its pid
 server() {
     if [ "$1" = remote ]; then
         rm -f "$TMP/nvme.sock"
@@ -36,7 +38,7 @@ server() {
             -device nvme,drive=drv0,serial=vfu0001,id=d0
         SPID=${PIDS[-1]} SOCK=$TMP/nvme.sock
     else
-        spdk_server spdk
+        spdk_server spdk $([ "$1" = spdk-M ] && echo -M)
         SPID=$SPDK_PID SOCK=$TMP/spdk/cntrl
     fi
 }
@@ -77,7 +79,7 @@ med() {
 
 truncate -s 64M "$TMP/disk.raw"
 printf '%-20s %-22s %9s %9s %9s %9s\n' "" "" "reconn." "timeout" "reset" "first I/O" > "$TMP/table"
-for kind in remote spdk; do
+for kind in remote spdk spdk-M; do
     for PLACE in "root bus" "root port"; do
         FIG=$TMP/figures-$kind-${PLACE// /-}
         n=$rounds bus=() devbus=
@@ -100,7 +102,8 @@ for kind in remote spdk; do
         kill "$SPID" 2>/dev/null || true
         wait "$SPID" 2>/dev/null || true
         printf '%-20s %-22s %9s %9s %9s %9s\n' \
-            "$([ $kind = remote ] && echo x-vfio-user-server || echo SPDK)" \
+            "$(case $kind in remote) echo x-vfio-user-server ;; spdk) echo SPDK ;;
+               *) echo "SPDK -M" ;; esac)" \
             "$PLACE ($n)" "$(med 1)" "$(med 2)" "$(med 3)" "$(med 4)" >> "$TMP/table"
     done
 done
