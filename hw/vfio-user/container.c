@@ -39,7 +39,7 @@
 #include "system/dma.h"
 #include "hw/vfio/vfio-common.h"
 #include "hw/vfio/vfio-container-base.h"
-#include "device.h"
+#include "hw/vfio-user/proxy.h"
 #include "container.h"
 #include "trace.h"
 
@@ -82,7 +82,11 @@ typedef struct VFIOUserMap {
 
 struct VFIOUserContainer {
     VFIOContainerBase bcontainer;
-    VFIOUserPCIDevice *udev;
+    /* The device's connection to its server, and the device's name */
+    VFIOProxy *proxy;
+    const char *name;
+    /* Count all memory the server has mapped as dirty (migration) */
+    bool dirty_all;
     AddressSpace *as;
     /* What the server may access: the guest's maps, by IOVA */
     IOVATree *maps;
@@ -131,12 +135,12 @@ struct VFIOUserDMAOp {
 
 static VFIOProxy *container_proxy(const VFIOUserContainer *c)
 {
-    return c->udev->proxy;
+    return c->proxy;
 }
 
 static const char *container_name(const VFIOUserContainer *c)
 {
-    return c->udev->parent_obj.vbasedev.name;
+    return c->name;
 }
 
 /* The server map whose message is @seq, or NULL */
@@ -827,21 +831,28 @@ static bool vfio_user_viommu_usable(AddressSpace *as, Error **errp)
     return true;
 }
 
-static bool vfio_user_attach_device(const char *name, VFIODevice *vbasedev,
-                                    AddressSpace *as, Error **errp)
+/*
+ * hw/vfio's attach_device hook has no room for the proxy: vfio-user-pci
+ * attaches with vfio_user_container_attach() instead.
+ */
+VFIOUserContainer *vfio_user_container_attach(VFIODevice *vbasedev,
+                                              VFIOProxy *proxy,
+                                              AddressSpace *as,
+                                              bool dirty_all, Error **errp)
 {
-    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
-    const VFIOUserCaps *caps = vfio_user_proxy_caps(udev->proxy);
+    const VFIOUserCaps *caps = vfio_user_proxy_caps(proxy);
     VFIOContainerBase *bcontainer;
     VFIOUserContainer *c;
     VFIOAddressSpace *space;
 
     if (!vfio_user_viommu_usable(as, errp)) {
-        return false;
+        return NULL;
     }
     space = vfio_get_address_space(as);
     c = VFIO_IOMMU_USER(object_new(TYPE_VFIO_IOMMU_USER));
-    c->udev = udev;
+    c->proxy = proxy;
+    c->name = vbasedev->name;
+    c->dirty_all = dirty_all;
     c->as = as;
     c->maps = iova_tree_new();
     QLIST_INIT(&c->map_list);
@@ -855,7 +866,6 @@ static bool vfio_user_attach_device(const char *name, VFIODevice *vbasedev,
 
     vbasedev->bcontainer = bcontainer;
     QLIST_INSERT_HEAD(&bcontainer->device_list, vbasedev, container_next);
-    udev->container = c;
 
     bcontainer->listener = vfio_memory_listener;
     memory_listener_register(&bcontainer->listener, as);
@@ -864,10 +874,16 @@ static bool vfio_user_attach_device(const char *name, VFIODevice *vbasedev,
         error_propagate_prepend(errp, g_steal_pointer(&bcontainer->error),
                                 "DMA maps failed: ");
         vfio_user_detach_device_common(vbasedev);
-        return false;
+        return NULL;
     }
     bcontainer->initialized = true;
-    return true;
+    return c;
+}
+
+VFIOUserContainer *vfio_user_container_get(VFIODevice *vbasedev)
+{
+    return vbasedev->bcontainer ? VFIO_IOMMU_USER(vbasedev->bcontainer)
+                                : NULL;
 }
 
 /* Unmap everything (the listener's region_del) and drop the container. */
@@ -889,7 +905,6 @@ void vfio_user_detach_device_common(VFIODevice *vbasedev)
     vfio_user_dma_report(c);
     QLIST_REMOVE(vbasedev, container_next);
     vbasedev->bcontainer = NULL;
-    c->udev->container = NULL;
     while (!QLIST_EMPTY(&c->map_list)) {
         vfio_user_map_free(c, QLIST_FIRST(&c->map_list), true);
     }
@@ -934,7 +949,7 @@ static int vfio_user_query_dirty_bitmap(const VFIOContainerBase *bcontainer,
     const VFIOUserContainer *c = container_of(bcontainer, VFIOUserContainer,
                                               bcontainer);
 
-    if (!c->udev->no_dirty_tracking) {
+    if (c->dirty_all) {
         bitmap_set(vbmap->bitmap, 0, vbmap->pages);
         trace_vfio_user_dirty_all(iova, size);
     }
@@ -947,7 +962,6 @@ static void vfio_iommu_user_class_init(ObjectClass *klass, void *data)
 
     vioc->dma_map = vfio_user_dma_map;
     vioc->dma_unmap = vfio_user_dma_unmap;
-    vioc->attach_device = vfio_user_attach_device;
     vioc->detach_device = vfio_user_detach_device;
     vioc->listener_begin = vfio_user_listener_begin;
     vioc->listener_commit = vfio_user_listener_commit;

@@ -8,10 +8,26 @@
 #define HW_VFIO_USER_CONTAINER_H
 
 #include "hw/vfio/vfio-common.h"
+#include "hw/vfio-user/proxy.h"
 
 #define TYPE_VFIO_IOMMU_USER TYPE_VFIO_IOMMU "-user"
 
 typedef struct VFIOUserContainer VFIOUserContainer;
+
+/*
+ * Give @vbasedev a container of its own in @as, whose maps go to the
+ * server of @proxy (which outlives it), and send the maps.  @dirty_all:
+ * in migration, count all memory the server has mapped as dirty (else
+ * what it writes without a message is lost: debugging only).  Returns
+ * NULL with @errp set on failure.
+ */
+VFIOUserContainer *vfio_user_container_attach(VFIODevice *vbasedev,
+                                              VFIOProxy *proxy,
+                                              AddressSpace *as,
+                                              bool dirty_all, Error **errp);
+
+/* The container of @vbasedev, or NULL (not attached, or detached) */
+VFIOUserContainer *vfio_user_container_get(VFIODevice *vbasedev);
 
 /*
  * Serve a server's DMA_READ (@is_write false) or DMA_WRITE of @len bytes

@@ -19,6 +19,7 @@
 #include "hw/vfio-user/proxy.h"
 #include "device.h"
 #include "container.h"
+#include "ioeventfd.h"
 #include "trace.h"
 
 /* Small transfers (MMIO registers) use a message on the stack. */
@@ -27,6 +28,86 @@
 static VFIOProxy *vbd_proxy(VFIODevice *vbasedev)
 {
     return vfio_user_pci_from_vbasedev(vbasedev)->proxy;
+}
+
+static const char *const vfio_user_pci_conn_names[] = {
+    [VFIO_USER_PCI_REALIZING] = "realizing",
+    [VFIO_USER_PCI_CONNECTED] = "connected",
+    [VFIO_USER_PCI_LOST] = "lost",
+    [VFIO_USER_PCI_RECONNECTING] = "reconnecting",
+    [VFIO_USER_PCI_UNPLUGGING] = "unplugging",
+};
+
+/* The transitions VFIOUserPCIConn documents */
+static bool vfio_user_pci_conn_valid(VFIOUserPCIConn from, VFIOUserPCIConn to)
+{
+    switch (to) {
+    case VFIO_USER_PCI_CONNECTED:
+        return from == VFIO_USER_PCI_REALIZING ||
+               from == VFIO_USER_PCI_RECONNECTING;
+    case VFIO_USER_PCI_LOST:
+        return from == VFIO_USER_PCI_CONNECTED ||
+               from == VFIO_USER_PCI_RECONNECTING;
+    case VFIO_USER_PCI_RECONNECTING:
+        return from == VFIO_USER_PCI_LOST;
+    case VFIO_USER_PCI_UNPLUGGING:
+        return from == VFIO_USER_PCI_CONNECTED || from == VFIO_USER_PCI_LOST;
+    default:
+        return false;
+    }
+}
+
+void vfio_user_pci_set_conn(VFIOUserPCIDevice *udev, VFIOUserPCIConn conn)
+{
+    assert(vfio_user_pci_conn_valid(udev->conn, conn));
+    trace_vfio_user_pci_conn(udev->parent_obj.vbasedev.name,
+                             vfio_user_pci_conn_names[udev->conn],
+                             vfio_user_pci_conn_names[conn]);
+    udev->conn = conn;
+}
+
+VFIORegion *vfio_user_pci_mapped_bar(VFIOUserPCIDevice *udev, int index)
+{
+    VFIORegion *region;
+    int j;
+
+    if (index >= PCI_ROM_SLOT) {
+        return NULL;
+    }
+    region = &udev->parent_obj.bars[index].region;
+    for (j = 0; j < region->nr_mmaps; j++) {
+        if (region->mmaps[j].mmap) {
+            return region;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Writes to memory BARs are posted (sent without waiting for a reply)
+ * unless x-no-posted-writes or x-send-queued=off; config space and
+ * I/O-port BARs wait.  The server handles messages in order, so a later
+ * read by message sees them.  PCI orders a function's posted writes
+ * before its later reads, whatever BAR each one targets; a read of an
+ * mmap-ed area does not go through the socket and could overtake them.
+ * So the rule is per device: a device with mmap-ed areas posts no
+ * writes, any other posts them to all its memory BARs.  A doorbell on
+ * an eventfd must not overtake a write in the socket either.
+ */
+void vfio_user_pci_setup_posted_writes(VFIOUserPCIDevice *udev)
+{
+    VFIOPCIDevice *vdev = &udev->parent_obj;
+    bool post = udev->send_queued && !udev->no_posted_writes &&
+                QLIST_EMPTY(&udev->ioeventfds);
+    int i;
+
+    for (i = 0; i < PCI_ROM_SLOT; i++) {
+        post = post && !vfio_user_pci_mapped_bar(udev, i);
+    }
+    for (i = 0; i < PCI_ROM_SLOT; i++) {
+        vdev->bars[i].region.post_writes = post && !vdev->bars[i].ioport;
+    }
+    trace_vfio_user_pci_posted_writes(vdev->vbasedev.name, post);
 }
 
 /*
@@ -38,7 +119,7 @@ static int vfio_user_call(VFIODevice *vbasedev, VFIOUserHdr *msg,
                           VFIOUserFDs *fds, uint32_t reply_max,
                           unsigned int flags)
 {
-    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
+    VFIOUserContainer *container = vfio_user_container_get(vbasedev);
     Error *local_err = NULL;
     int ret;
 
@@ -47,9 +128,9 @@ static int vfio_user_call(VFIODevice *vbasedev, VFIOUserHdr *msg,
      * not overtake a map the guest made before it (rare: only a memory
      * transaction of more than 64 maps queues any).
      */
-    if (bql_locked() && !qemu_in_coroutine() && udev->container &&
-        vfio_user_container_queued(udev->container)) {
-        vfio_user_container_drain(udev->container);
+    if (bql_locked() && !qemu_in_coroutine() && container &&
+        vfio_user_container_queued(container)) {
+        vfio_user_container_drain(container);
     }
 
     ret = vfio_user_send_recv(vbd_proxy(vbasedev), msg, fds, reply_max,
@@ -71,19 +152,19 @@ static bool vfio_user_server_lost(VFIODevice *vbasedev)
 {
     VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
 
-    /*
-     * During realize a lost server is an error: realize fails.  (Not
-     * DEVICE(udev)->realized: it is false already during unrealize.)
-     */
-    if (udev->realizing) {
+    switch (udev->conn) {
+    case VFIO_USER_PCI_REALIZING:
+        /* A lost server is an error: realize fails */
         return false;
+    case VFIO_USER_PCI_LOST:
+        return true;
+    case VFIO_USER_PCI_RECONNECTING:
+        /* The attempt restores the device with these ops */
+        return qemu_coroutine_self() != udev->reconnect_co;
+    default:
+        /* Lost, and the proxy's failure callback not run yet */
+        return vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED;
     }
-    if (udev->server_lost) {
-        /* A reconnect attempt restores the device with these ops */
-        return !udev->reconnect_co ||
-               qemu_coroutine_self() != udev->reconnect_co;
-    }
-    return vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED;
 }
 
 /* The payload of a reply, after the header. */
@@ -266,7 +347,7 @@ static bool vfio_user_area_mappable(struct vfio_region_info *info,
 static void vfio_user_region_mmap_check(VFIODevice *vbasedev, int fd,
                                         struct vfio_region_info *info)
 {
-    bool quiet = vfio_user_pci_from_vbasedev(vbasedev)->server_lost;
+    bool quiet = vfio_user_pci_lost(vfio_user_pci_from_vbasedev(vbasedev));
     struct vfio_region_info_cap_sparse_mmap *sparse = NULL;
     struct vfio_info_cap_header *hdr;
     uint64_t file_size;
@@ -323,6 +404,55 @@ static void vfio_user_region_mmap_check(VFIODevice *vbasedev, int fd,
     }
 }
 
+/*
+ * Check the reply @msg to a region info request for region @index with
+ * @argsz bytes of room, and convert it into @info (host byte order).
+ * Returns 0, 1 when the caller is to ask again with info->argsz bytes,
+ * or a negative errno.  @has_fd: the reply came with the region's file.
+ */
+static int vfio_user_region_info_parse(struct vfio_region_info *info,
+                                       VFIOUserRegionInfo *msg,
+                                       uint32_t index, uint32_t argsz,
+                                       bool has_fd)
+{
+    uint32_t len = reply_len(&msg->hdr);
+
+    if (len < sizeof(*info) || len > argsz) {
+        return -EINVAL;
+    }
+    memcpy(info, &msg->argsz, len);
+    info->argsz = le32_to_cpu(info->argsz);
+    info->flags = le32_to_cpu(info->flags);
+    info->index = le32_to_cpu(info->index);
+    info->cap_offset = le32_to_cpu(info->cap_offset);
+    info->size = le64_to_cpu(info->size);
+    info->offset = le64_to_cpu(info->offset);
+
+    if (info->index != index || info->size > INT64_MAX ||
+        info->offset > INT64_MAX || info->argsz < sizeof(*info)) {
+        return -EINVAL;
+    }
+    if (info->argsz > argsz) {
+        info->flags &= ~VFIO_REGION_INFO_FLAG_CAPS;
+        info->cap_offset = 0;
+        return info->argsz > VFIO_USER_MAX_REGION_INFO ? -E2BIG : 1;
+    }
+    /* hw/vfio keeps info->argsz bytes: the capabilities must lie there */
+    len = MIN(len, info->argsz);
+    if (!vfio_user_region_size_valid(index, info->size)) {
+        return -EINVAL;
+    }
+    if (!(info->flags & VFIO_REGION_INFO_FLAG_CAPS)) {
+        info->cap_offset = 0;
+    } else if (!vfio_user_region_caps_check(info, len)) {
+        return -EINVAL;
+    }
+    if (has_fd && info->offset > INT64_MAX - info->size) {
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static int vfio_user_get_region_info(VFIODevice *vbasedev,
                                      struct vfio_region_info *info, int *fd)
 {
@@ -333,7 +463,6 @@ static int vfio_user_get_region_info(VFIODevice *vbasedev,
     int rfds[VFIO_USER_MAX_REGION_FDS];
     VFIOUserFDs fds = { .recv = rfds, .max_recv = ARRAY_SIZE(rfds) };
     int rfd;
-    uint32_t len;
     int ret;
 
     *fd = -1;
@@ -353,43 +482,16 @@ static int vfio_user_get_region_info(VFIODevice *vbasedev,
         trace_vfio_user_bad_reply(vbasedev->name, "region info fds", index);
         return rfd;
     }
-
-    len = reply_len(&msg->hdr);
-    ret = -EINVAL;
-    if (len < sizeof(*info) || len > argsz) {
-        goto err;
-    }
-    memcpy(info, &msg->argsz, len);
-    info->argsz = le32_to_cpu(info->argsz);
-    info->flags = le32_to_cpu(info->flags);
-    info->index = le32_to_cpu(info->index);
-    info->cap_offset = le32_to_cpu(info->cap_offset);
-    info->size = le64_to_cpu(info->size);
-    info->offset = le64_to_cpu(info->offset);
-
-    if (info->index != index || info->size > INT64_MAX ||
-        info->offset > INT64_MAX || info->argsz < sizeof(*info)) {
-        goto err;
-    }
-    if (info->argsz > argsz) {
-        /* The caller retries with a buffer of info->argsz bytes. */
-        ret = info->argsz > VFIO_USER_MAX_REGION_INFO ? -E2BIG : 0;
-        info->flags &= ~VFIO_REGION_INFO_FLAG_CAPS;
-        info->cap_offset = 0;
-        goto err;
-    }
-    /* hw/vfio keeps info->argsz bytes: the capabilities must lie there */
-    len = MIN(len, info->argsz);
-    if (!vfio_user_region_size_valid(index, info->size)) {
-        goto err;
-    }
-    if (!(info->flags & VFIO_REGION_INFO_FLAG_CAPS)) {
-        info->cap_offset = 0;
-    } else if (!vfio_user_region_caps_check(info, len)) {
-        goto err;
-    }
-    if (rfd >= 0 && info->offset > INT64_MAX - info->size) {
-        goto err;
+    ret = vfio_user_region_info_parse(info, msg, index, argsz, rfd >= 0);
+    if (ret) {
+        if (rfd >= 0) {
+            close(rfd);
+        }
+        if (ret < 0) {
+            trace_vfio_user_bad_reply(vbasedev->name, "region info", index);
+        }
+        /* 1: the caller asks again with a buffer of info->argsz bytes */
+        return MIN(ret, 0);
     }
     if (rfd >= 0) {
         vfio_user_region_mmap_check(vbasedev, rfd, info);
@@ -401,15 +503,6 @@ static int vfio_user_get_region_info(VFIODevice *vbasedev,
                                 info->size, info->offset, rfd);
     *fd = rfd;
     return 0;
-
-err:
-    if (rfd >= 0) {
-        close(rfd);
-    }
-    if (ret) {
-        trace_vfio_user_bad_reply(vbasedev->name, "region info", index);
-    }
-    return ret;
 }
 
 static int vfio_user_get_irq_info(VFIODevice *vbasedev,
@@ -873,13 +966,13 @@ static int vfio_user_device_reset(VFIODevice *vbasedev)
     }
     vfio_user_msg_init(&msg, VFIO_USER_DEVICE_RESET, sizeof(msg));
     ret = vfio_user_call(vbasedev, &msg, NULL, sizeof(msg), 0);
-    if (ret < 0 && !udev->realizing && bql_locked() &&
+    if (ret < 0 && udev->conn != VFIO_USER_PCI_REALIZING && bql_locked() &&
         !vfio_user_server_lost(vbasedev)) {
         error_setg(&err, "vfio-user server %s: DEVICE_RESET failed: %s",
                    vfio_user_proxy_name(udev->proxy), strerror(-ret));
         vfio_user_proxy_lost(udev->proxy, err);
     }
-    return udev->realizing ? ret : 0;
+    return udev->conn == VFIO_USER_PCI_REALIZING ? ret : 0;
 }
 
 /* The argsz and flags in front of a DEVICE_FEATURE's data */
@@ -959,7 +1052,7 @@ static int vfio_user_dma_logging_start(VFIODevice *vbasedev, uint32_t flags,
 static int vfio_user_dma_logging_report(VFIODevice *vbasedev, uint32_t flags,
                                         struct vfio_device_feature *feature)
 {
-    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
+    VFIOUserContainer *container = vfio_user_container_get(vbasedev);
     struct vfio_device_feature_dma_logging_report *rep = (void *)feature->data;
     uint8_t *bitmap = (void *)(uintptr_t)rep->bitmap;
     uint64_t pgsize = rep->page_size, pages, bytes;
@@ -977,8 +1070,8 @@ static int vfio_user_dma_logging_report(VFIODevice *vbasedev, uint32_t flags,
     if (bytes > VFIO_USER_MAX_DIRTY_BITMAP) {
         return -E2BIG;
     }
-    if (!udev->container ||
-        !vfio_user_container_direct_write(udev->container, rep->iova,
+    if (!container ||
+        !vfio_user_container_direct_write(container, rep->iova,
                                           rep->length)) {
         /* Memory the server cannot write but by messages: none dirty */
         memset(bitmap, 0, bytes);
@@ -1006,10 +1099,146 @@ static int vfio_user_dma_logging_report(VFIODevice *vbasedev, uint32_t flags,
     return 0;
 }
 
+/* VFIO_DEVICE_FEATURE_MIGRATION: the migration flags the server has */
+static int vfio_user_feature_migration(VFIODevice *vbasedev, uint32_t flags,
+                                       struct vfio_device_feature *feature)
+{
+    uint64_t val;
+    int ret;
+
+    ret = vfio_user_feature_msg(vbasedev, flags, NULL, 0, &val, sizeof(val));
+    if (!ret) {
+        *(uint64_t *)feature->data = le64_to_cpu(val);
+    }
+    return ret;
+}
+
+/*
+ * VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE: the data moves by
+ * MIG_DATA_READ/WRITE, never by an fd.
+ */
+static int vfio_user_feature_mig_state(VFIODevice *vbasedev, uint32_t flags,
+                                       struct vfio_device_feature *feature)
+{
+    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
+    struct vfio_device_feature_mig_state *state = (void *)feature->data;
+    uint32_t st[2];
+    int ret;
+
+    if (flags & VFIO_DEVICE_FEATURE_SET) {
+        st[0] = cpu_to_le32(state->device_state);
+        st[1] = cpu_to_le32(UINT32_MAX);
+        ret = vfio_user_feature_msg(vbasedev, flags, st, sizeof(st), NULL, 0);
+        if (!ret) {
+            state->data_fd = -1;
+            udev->mig_data_read = 0;
+            trace_vfio_user_mig_state(vbasedev->name, state->device_state);
+        }
+        return ret;
+    }
+    ret = vfio_user_feature_msg(vbasedev, flags, NULL, 0, st, sizeof(st));
+    if (!ret) {
+        state->device_state = le32_to_cpu(st[0]);
+        state->data_fd = -1;
+    }
+    return ret;
+}
+
+/*
+ * VFIO_DEVICE_FEATURE_MIG_DATA_SIZE.  Servers without it (libvfio-user):
+ * the data read in this phase so far is the best guess of what
+ * stop-and-copy sends, with a floor that keeps hw/vfio's read buffer
+ * useful.
+ */
+static int vfio_user_feature_mig_data_size(VFIODevice *vbasedev,
+                                           uint32_t flags,
+                                           struct vfio_device_feature *feature)
+{
+    VFIOUserPCIDevice *udev = vfio_user_pci_from_vbasedev(vbasedev);
+    struct vfio_device_feature_mig_data_size *dsize = (void *)feature->data;
+    uint64_t val;
+    int ret;
+
+    ret = vfio_user_feature_msg(vbasedev, flags, NULL, 0, &val, sizeof(val));
+    if (ret == -ENOTCONN || ret == -ETIMEDOUT) {
+        return ret;
+    }
+    val = ret ? udev->mig_data_read : le64_to_cpu(val);
+    /* A server's 0 would fail hw/vfio's buffer, a huge one overflow */
+    dsize->stop_copy_length = MIN(MAX(val, VFIO_USER_MIG_DATA_MIN_ESTIMATE),
+                                  VFIO_USER_MIG_DATA_MAX_ESTIMATE);
+    return 0;
+}
+
+static int vfio_user_feature_logging_start(VFIODevice *vbasedev,
+                                           uint32_t flags,
+                                           struct vfio_device_feature *feature)
+{
+    int ret = vfio_user_dma_logging_start(vbasedev, flags, feature);
+
+    trace_vfio_user_dma_logging(vbasedev->name, true, ret);
+    return ret;
+}
+
+static int vfio_user_feature_logging_stop(VFIODevice *vbasedev,
+                                          uint32_t flags,
+                                          struct vfio_device_feature *feature)
+{
+    int ret = vfio_user_feature_msg(vbasedev, flags, NULL, 0, NULL, 0);
+
+    trace_vfio_user_dma_logging(vbasedev->name, false, ret);
+    return ret;
+}
+
+/*
+ * The features of the kernel's uAPI that vfio-user carries: the
+ * operations each takes (GET or SET, PROBE always), the size of its data
+ * in the kernel's struct, and what a lost server does to it.
+ */
+typedef struct VFIOUserFeature {
+    uint32_t ops;
+    size_t data_len;
+    /* When the server is lost: passes (0), or fails with -ENOTCONN */
+    bool passes_when_lost;
+    int (*handle)(VFIODevice *vbasedev, uint32_t flags,
+                  struct vfio_device_feature *feature);
+} VFIOUserFeature;
+
+static const VFIOUserFeature vfio_user_features[] = {
+    [VFIO_DEVICE_FEATURE_MIGRATION] = {
+        VFIO_DEVICE_FEATURE_GET, sizeof(uint64_t), false,
+        vfio_user_feature_migration,
+    },
+    /*
+     * Like a write to a device off the bus, a state change passes (the
+     * source goes back to RUNNING after a failed migration); whatever
+     * needs the device's data fails.
+     */
+    [VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE] = {
+        VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET,
+        sizeof(struct vfio_device_feature_mig_state), true,
+        vfio_user_feature_mig_state,
+    },
+    [VFIO_DEVICE_FEATURE_MIG_DATA_SIZE] = {
+        VFIO_DEVICE_FEATURE_GET,
+        sizeof(struct vfio_device_feature_mig_data_size), false,
+        vfio_user_feature_mig_data_size,
+    },
+    [VFIO_DEVICE_FEATURE_DMA_LOGGING_START] = {
+        VFIO_DEVICE_FEATURE_SET, 0, false, vfio_user_feature_logging_start,
+    },
+    [VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP] = {
+        VFIO_DEVICE_FEATURE_SET, 0, true, vfio_user_feature_logging_stop,
+    },
+    [VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT] = {
+        VFIO_DEVICE_FEATURE_GET, 0, false, vfio_user_dma_logging_report,
+    },
+};
+
 /*
  * VFIO_DEVICE_FEATURE as DEVICE_FEATURE messages, for hw/vfio's migration
- * and dirty tracking.  The features of the kernel's uAPI that vfio-user
- * carries are translated; others are not passed (-ENOTTY).
+ * and dirty tracking.  The features of vfio_user_features[] are
+ * translated; others are not passed (-ENOTTY).
  */
 static int vfio_user_device_feature(VFIODevice *vbasedev,
                                     struct vfio_device_feature *feature)
@@ -1018,124 +1247,31 @@ static int vfio_user_device_feature(VFIODevice *vbasedev,
     uint32_t flags = feature->flags;
     uint32_t index = flags & VFIO_DEVICE_FEATURE_MASK;
     uint32_t op = flags & ~VFIO_DEVICE_FEATURE_MASK;
-    struct vfio_device_feature_mig_state *state = (void *)feature->data;
-    struct vfio_device_feature_mig_data_size *dsize = (void *)feature->data;
-    uint64_t *mig_flags = (uint64_t *)feature->data;
     uint32_t data_len = feature->argsz - MIN(feature->argsz, sizeof(*feature));
-    uint64_t val;
-    uint32_t st[2];
-    int ret;
+    const VFIOUserFeature *f = index < ARRAY_SIZE(vfio_user_features) ?
+                               &vfio_user_features[index] : NULL;
 
-    if (!udev->migratable) {
-        /* The server did not offer migration in VERSION */
+    /* Without "migration" in the server's VERSION, none passes */
+    if (!udev->migratable || !f || !f->handle) {
         return -ENOTTY;
     }
     if (vfio_user_server_lost(vbasedev)) {
-        /*
-         * Like a write to a device off the bus, a state change passes
-         * (the source goes back to RUNNING after a failed migration);
-         * whatever needs the device's data fails.
-         */
-        if (op == VFIO_DEVICE_FEATURE_SET &&
-            index == VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE) {
-            state->data_fd = -1;
-            return 0;
+        if (op != VFIO_DEVICE_FEATURE_SET || !f->passes_when_lost) {
+            return -ENOTCONN;
         }
-        return op == VFIO_DEVICE_FEATURE_SET &&
-               index == VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP ? 0 : -ENOTCONN;
-    }
-    switch (index) {
-    case VFIO_DEVICE_FEATURE_MIGRATION:
-    case VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE:
-    case VFIO_DEVICE_FEATURE_MIG_DATA_SIZE:
-    case VFIO_DEVICE_FEATURE_DMA_LOGGING_START:
-    case VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP:
-    case VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT:
-        break;
-    default:
-        return -ENOTTY;
+        if (index == VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE) {
+            ((struct vfio_device_feature_mig_state *)feature->data)->data_fd =
+                -1;
+        }
+        return 0;
     }
     if (op & VFIO_DEVICE_FEATURE_PROBE) {
         return vfio_user_feature_msg(vbasedev, flags, NULL, 0, NULL, 0);
     }
-
-    switch (index) {
-    case VFIO_DEVICE_FEATURE_MIGRATION:
-        if (op != VFIO_DEVICE_FEATURE_GET || data_len < sizeof(val)) {
-            return -EINVAL;
-        }
-        ret = vfio_user_feature_msg(vbasedev, flags, NULL, 0, &val,
-                                    sizeof(val));
-        if (!ret) {
-            *mig_flags = le64_to_cpu(val);
-        }
-        return ret;
-    case VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE:
-        if (data_len < sizeof(*state)) {
-            return -EINVAL;
-        }
-        if (op == VFIO_DEVICE_FEATURE_SET) {
-            st[0] = cpu_to_le32(state->device_state);
-            st[1] = cpu_to_le32(UINT32_MAX);
-            ret = vfio_user_feature_msg(vbasedev, flags, st, sizeof(st),
-                                        NULL, 0);
-            if (!ret) {
-                /* The data moves by MIG_DATA_READ/WRITE, not by an fd */
-                state->data_fd = -1;
-                udev->mig_data_read = 0;
-                trace_vfio_user_mig_state(vbasedev->name,
-                                          state->device_state);
-            }
-            return ret;
-        }
-        ret = vfio_user_feature_msg(vbasedev, flags, NULL, 0, st, sizeof(st));
-        if (!ret) {
-            state->device_state = le32_to_cpu(st[0]);
-            state->data_fd = -1;
-        }
-        return ret;
-    case VFIO_DEVICE_FEATURE_MIG_DATA_SIZE:
-        if (op != VFIO_DEVICE_FEATURE_GET || data_len < sizeof(*dsize)) {
-            return -EINVAL;
-        }
-        ret = vfio_user_feature_msg(vbasedev, flags, NULL, 0, &val,
-                                    sizeof(val));
-        if (ret == -ENOTCONN || ret == -ETIMEDOUT) {
-            return ret;
-        }
-        /*
-         * Servers without it (libvfio-user): the data read in this phase
-         * so far is the best guess of what stop-and-copy sends, with a
-         * floor that keeps hw/vfio's read buffer useful.
-         */
-        val = ret ? udev->mig_data_read : le64_to_cpu(val);
-        /* A server's 0 would fail hw/vfio's buffer, a huge one overflow */
-        dsize->stop_copy_length = MIN(MAX(val,
-                                          VFIO_USER_MIG_DATA_MIN_ESTIMATE),
-                                      VFIO_USER_MIG_DATA_MAX_ESTIMATE);
-        return 0;
-    case VFIO_DEVICE_FEATURE_DMA_LOGGING_START:
-        if (op != VFIO_DEVICE_FEATURE_SET) {
-            return -EINVAL;
-        }
-        ret = vfio_user_dma_logging_start(vbasedev, flags, feature);
-        trace_vfio_user_dma_logging(vbasedev->name, true, ret);
-        return ret;
-    case VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP:
-        if (op != VFIO_DEVICE_FEATURE_SET) {
-            return -EINVAL;
-        }
-        ret = vfio_user_feature_msg(vbasedev, flags, NULL, 0, NULL, 0);
-        trace_vfio_user_dma_logging(vbasedev->name, false, ret);
-        return ret;
-    case VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT:
-        if (op != VFIO_DEVICE_FEATURE_GET) {
-            return -EINVAL;
-        }
-        return vfio_user_dma_logging_report(vbasedev, flags, feature);
-    default:
-        return -ENOTTY;
+    if (op != (op & f->ops) || !is_power_of_2(op) || data_len < f->data_len) {
+        return -EINVAL;
     }
+    return f->handle(vbasedev, flags, feature);
 }
 
 /*

@@ -1,5 +1,5 @@
 /*
- * vfio-user-pci: internal interfaces of hw/vfio-user
+ * vfio-user-pci: the device's state, and its I/O (hw/vfio-user/device.c)
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -37,6 +37,35 @@ OBJECT_DECLARE_SIMPLE_TYPE(VFIOUserPCIDevice, VFIO_USER_PCI)
 
 typedef struct VFIOUserIOEventFD VFIOUserIOEventFD;
 
+/*
+ * The device's connection to its server.  Every transition goes through
+ * vfio_user_pci_set_conn():
+ *
+ *   REALIZING -> CONNECTED              realize succeeded (pci.c)
+ *   CONNECTED -> LOST                   the proxy lost the server (pci.c)
+ *   LOST -> RECONNECTING                an attempt starts (reconnect.c)
+ *   RECONNECTING -> CONNECTED | LOST    it succeeded, or failed
+ *   CONNECTED | LOST -> UNPLUGGING      unrealize, no attempt running
+ */
+typedef enum VFIOUserPCIConn {
+    /* Messages pass; a lost server is realize's error */
+    VFIO_USER_PCI_REALIZING,
+    /* Messages pass */
+    VFIO_USER_PCI_CONNECTED,
+    /*
+     * The server is gone: reads return all ones and writes are dropped,
+     * like a device off the bus; reported once.
+     */
+    VFIO_USER_PCI_LOST,
+    /*
+     * Lost; an attempt (reconnect_co) restores a new server with
+     * messages of its own, which alone pass
+     */
+    VFIO_USER_PCI_RECONNECTING,
+    /* Unrealize: messages pass while the server is there; no reconnect */
+    VFIO_USER_PCI_UNPLUGGING,
+} VFIOUserPCIConn;
+
 struct VFIOUserPCIDevice {
     VFIOPCIDevice parent_obj;
 
@@ -52,22 +81,12 @@ struct VFIOUserPCIDevice {
     uint32_t reconnect_ms;
 
     VFIOProxy *proxy;
-    struct VFIOUserContainer *container;
-    /*
-     * The server is gone: reads return all ones and writes are dropped
-     * until the device reconnects (hw/vfio-user/reconnect.c) or is
-     * unplugged.  Reported once.
-     */
-    bool server_lost;
-    /* In realize, where a lost server is an error (realize fails) */
-    bool realizing;
+    VFIOUserPCIConn conn;
 
     /* Reconnecting (hw/vfio-user/reconnect.c) */
     QEMUTimer *reconnect_timer;
     /* Guards the attempt in progress from a server that drags it out */
     QEMUTimer *attempt_timer;
-    /* Being unplugged: a loss now is not followed by a reconnect */
-    bool unplugging;
     /*
      * The guest changed interrupts or config space while an attempt
      * restored them (dropped, like every access while disconnected): the
@@ -77,15 +96,16 @@ struct VFIOUserPCIDevice {
     /* The guest's PCIe device control, as it wrote it (not emulated) */
     uint16_t devctl;
     bool devctl_written;
-    /* The attempt in progress, whose messages pass while server_lost */
+    /* The attempt in progress (RECONNECTING), whose messages pass */
     Coroutine *reconnect_co;
     /* A reset or unplug made the attempt in progress fail */
     bool reconnect_cancelled;
     /* A new server lost the device's state: to tell the guest (AER) */
     bool state_lost;
     unsigned int reconnect_attempts;
-    /* Why the last attempt was refused, reported once */
-    char *refusal;
+    /* Why the last attempt was refused, reported once (reconnect.c) */
+    int refusal_step;
+    int refusal_errno;
     /* The server's config header at realize: what identifies the device */
     uint8_t ids[VFIO_USER_ID_BYTES];
     /* Its interrupt indexes' counts at realize (-1: not reported) */
@@ -118,33 +138,34 @@ struct VFIOUserPCIDevice {
 /* The largest DMA logging bitmap (of 2 TiB of guest memory) we take */
 #define VFIO_USER_MAX_DIRTY_BITMAP      (64 * MiB)
 
-/* Can vfio-user use @addr (a UNIX socket: a path or an fd)? */
-bool vfio_user_pci_socket_usable(SocketAddress *addr, Error **errp);
+/* hw/vfio-user/device.c: the device's state and its I/O */
 
-/* hw/vfio-user/reconnect.c */
-int vfio_user_pci_read_ids(VFIOUserPCIDevice *udev, uint8_t *ids);
-void vfio_user_pci_read_irq_counts(VFIOUserPCIDevice *udev, int64_t *counts);
-void vfio_user_pci_disconnected(VFIOUserPCIDevice *udev, const Error *err);
-void vfio_user_pci_schedule_reconnect(VFIOUserPCIDevice *udev);
-void vfio_user_pci_cancel_reconnect(VFIOUserPCIDevice *udev, bool wait);
+/* Move the device's connection to @conn (see VFIOUserPCIConn) */
+void vfio_user_pci_set_conn(VFIOUserPCIDevice *udev, VFIOUserPCIConn conn);
 
-/* hw/vfio-user/ioeventfd.c */
-bool vfio_user_pci_ioeventfds_setup(VFIOUserPCIDevice *udev);
-void vfio_user_pci_ioeventfds_exit(VFIOUserPCIDevice *udev);
-bool vfio_user_pci_ioeventfd_write(VFIOUserPCIDevice *udev,
-                                   unsigned int index, uint64_t off,
-                                   uint32_t size, const void *data);
+/* Is the server lost (with or without an attempt restoring a new one)? */
+static inline bool vfio_user_pci_lost(VFIOUserPCIDevice *udev)
+{
+    return udev->conn == VFIO_USER_PCI_LOST ||
+           udev->conn == VFIO_USER_PCI_RECONNECTING;
+}
 
-/* hw/vfio-user/pci.c: ask a (new) server for its ioeventfds again */
-void vfio_user_pci_refresh_ioeventfds(VFIOUserPCIDevice *udev);
+/* The BAR region @index whose areas the guest reaches mmap-ed, or NULL */
+VFIORegion *vfio_user_pci_mapped_bar(VFIOUserPCIDevice *udev, int index);
+
+/*
+ * Post the writes to memory BARs (send them without waiting for a reply)
+ * when the device's properties, mmaps and ioeventfds allow it.
+ */
+void vfio_user_pci_setup_posted_writes(VFIOUserPCIDevice *udev);
 
 /*
  * No more INTx unmasks: wait for the one in flight, stop reading KVM's
- * resample eventfd (hw/vfio-user/device.c)
+ * resample eventfd
  */
 void vfio_user_intx_exit(VFIOUserPCIDevice *udev);
 
-/* The vfio-user implementation of VFIODeviceIOOps (hw/vfio-user/device.c) */
+/* The vfio-user implementation of VFIODeviceIOOps */
 extern const VFIODeviceIOOps vfio_user_device_io_ops;
 
 static inline VFIOUserPCIDevice *vfio_user_pci_from_vbasedev(VFIODevice *vbd)

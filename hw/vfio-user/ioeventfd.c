@@ -31,18 +31,11 @@
 #include "qemu/main-loop.h"
 #include "exec/memory.h"
 #include "hw/vfio-user/proxy.h"
-#include "device.h"
+#include "ioeventfd.h"
 #include "trace.h"
 
-/* The entries of the reply: the spec's (40 bytes) or with shadow (48) */
-#define IOFD_ENTRY_SPEC         40
-#define IOFD_ENTRY_SHADOW       48
-#define IOFD_HDR                16
-#define IOFD_TYPE_IOEVENTFD     0
-#define IOFD_TYPE_IOREGIONFD    1
-#define IOFD_TYPE_SHADOW        2
-/* KVM_IOEVENTFD_FLAG_DATAMATCH; PIO and the others are not for BARs */
-#define IOFD_FLAG_DATAMATCH     (1u << 0)
+/* The payload of the request and the reply, before the entries */
+#define IOFD_HDR        (sizeof(VFIOUserRegionIOFds) - sizeof(VFIOUserHdr))
 
 struct VFIOUserIOEventFD {
     QLIST_ENTRY(VFIOUserIOEventFD) next;
@@ -123,67 +116,75 @@ static bool vfio_user_ioeventfd_overlaps(VFIOUserPCIDevice *udev,
 }
 
 /*
- * Check one entry of region @index's reply (@size bytes of region); use
- * it, with copies of the descriptors it names from @fds (entries may
- * share them).  Returns why it is not used, or NULL.
+ * Check one entry of region @index's reply (@size bytes of region) against
+ * the region, the device's other ioeventfds and the descriptors @fds it
+ * names (entries may share them).  Returns why it cannot be used, or
+ * NULL.
  */
-static const char *vfio_user_ioeventfd_add(VFIOUserPCIDevice *udev,
-                                           unsigned int index,
-                                           uint64_t region_size,
-                                           const uint8_t *ent, bool shadow_fmt,
-                                           int *fds, unsigned int nfds)
+static const char *vfio_user_ioeventfd_check(
+    VFIOUserPCIDevice *udev, unsigned int index, uint64_t region_size,
+    const VFIOUserSubRegionIOFdShadow *e, bool shadow_fmt, int *fds,
+    unsigned int nfds)
 {
     VFIOPCIDevice *vdev = &udev->parent_obj;
-    uint64_t offset = ldq_le_p(ent);
-    uint64_t size = ldq_le_p(ent + 8);
-    uint32_t fd_index = ldl_le_p(ent + 16);
-    uint32_t type = ldl_le_p(ent + 20);
-    uint32_t flags = ldl_le_p(ent + 24);
-    uint32_t shadow_index = shadow_fmt ? ldl_le_p(ent + 28) : UINT32_MAX;
-    uint64_t shadow_offset = shadow_fmt ? ldq_le_p(ent + 32) : 0;
-    uint64_t data = ldq_le_p(ent + (shadow_fmt ? 40 : 32));
-    VFIOUserIOEventFD *e;
-    bool match = flags & IOFD_FLAG_DATAMATCH;
-    int fd, sfd = -1;
+    bool match = e->flags & VFIO_USER_IO_FD_FLAG_DATAMATCH;
 
-    if (type == IOFD_TYPE_IOREGIONFD) {
+    if (e->type == VFIO_USER_IO_FD_TYPE_IOREGIONFD) {
         return "an ioregionfd (not supported)";
     }
-    if (type != IOFD_TYPE_IOEVENTFD &&
-        (type != IOFD_TYPE_SHADOW || !shadow_fmt)) {
+    if (e->type != VFIO_USER_IO_FD_TYPE_IOEVENTFD &&
+        (e->type != VFIO_USER_IO_FD_TYPE_IOEVENTFD_SHADOW || !shadow_fmt)) {
         return "unknown type";
     }
-    if (flags & ~IOFD_FLAG_DATAMATCH) {
+    if (e->flags & ~VFIO_USER_IO_FD_FLAG_DATAMATCH) {
         return "unknown flags";
     }
-    if (size != 1 && size != 2 && size != 4 && size != 8) {
+    if (e->size != 1 && e->size != 2 && e->size != 4 && e->size != 8) {
         return "size not 1, 2, 4 or 8";
     }
-    if (offset >= region_size || size > region_size - offset ||
-        (offset & (size - 1))) {
+    if (e->offset >= region_size || e->size > region_size - e->offset ||
+        (e->offset & (e->size - 1))) {
         return "outside the region, or unaligned";
     }
     if (!vdev->bars[index].region.mem || vdev->bars[index].ioport) {
         return "not a memory BAR";
     }
-    if (fd_index >= nfds || fds[fd_index] < 0 ||
-        !vfio_user_is_eventfd(fds[fd_index])) {
+    if (e->fd_index >= nfds || fds[e->fd_index] < 0 ||
+        !vfio_user_is_eventfd(fds[e->fd_index])) {
         return "no eventfd at its fd_index";
     }
-    if (type == IOFD_TYPE_SHADOW &&
-        (shadow_index >= nfds || fds[shadow_index] < 0 ||
-         shadow_index == fd_index ||
-         !vfio_user_shadow_ok(fds[shadow_index], shadow_offset, size))) {
+    if (e->type == VFIO_USER_IO_FD_TYPE_IOEVENTFD_SHADOW &&
+        (e->shadow_mem_fd_index >= nfds ||
+         fds[e->shadow_mem_fd_index] < 0 ||
+         e->shadow_mem_fd_index == e->fd_index ||
+         !vfio_user_shadow_ok(fds[e->shadow_mem_fd_index], e->shadow_offset,
+                              e->size))) {
         return "no shadow memory large enough at its fd_index";
     }
-    if (vfio_user_ioeventfd_overlaps(udev, index, offset, size, match,
-                                     data)) {
+    if (vfio_user_ioeventfd_overlaps(udev, index, e->offset, e->size, match,
+                                     e->datamatch)) {
         /* KVM refuses a second one (and QEMU aborts then) */
         return "it overlaps another";
     }
-    fd = qemu_dup(fds[fd_index]);
-    if (fd >= 0 && type == IOFD_TYPE_SHADOW) {
-        sfd = qemu_dup(fds[shadow_index]);
+    return NULL;
+}
+
+/*
+ * Use a checked entry of region @index's reply, with copies of the
+ * descriptors it names in @fds.  Returns why it is not used, or NULL.
+ */
+static const char *vfio_user_ioeventfd_add(
+    VFIOUserPCIDevice *udev, unsigned int index,
+    const VFIOUserSubRegionIOFdShadow *ent, int *fds)
+{
+    VFIOPCIDevice *vdev = &udev->parent_obj;
+    bool shadow = ent->type == VFIO_USER_IO_FD_TYPE_IOEVENTFD_SHADOW;
+    VFIOUserIOEventFD *e;
+    int fd, sfd = -1;
+
+    fd = qemu_dup(fds[ent->fd_index]);
+    if (fd >= 0 && shadow) {
+        sfd = qemu_dup(fds[ent->shadow_mem_fd_index]);
         if (sfd < 0) {
             close(fd);
             fd = -1;
@@ -195,22 +196,70 @@ static const char *vfio_user_ioeventfd_add(VFIOUserPCIDevice *udev,
 
     e = g_new0(VFIOUserIOEventFD, 1);
     e->region = index;
-    e->offset = offset;
-    e->size = size;
-    e->match = match;
-    e->data = match ? data : 0;
+    e->offset = ent->offset;
+    e->size = ent->size;
+    e->match = ent->flags & VFIO_USER_IO_FD_FLAG_DATAMATCH;
+    e->data = e->match ? ent->datamatch : 0;
     e->shadow_fd = sfd;
-    e->shadow_offset = shadow_offset;
+    e->shadow_offset = ent->shadow_offset;
     event_notifier_init_fd(&e->notifier, fd);
     if (sfd < 0) {
         e->mr = vdev->bars[index].region.mem;
-        memory_region_add_eventfd(e->mr, offset, size, e->match, e->data,
-                                  &e->notifier);
+        memory_region_add_eventfd(e->mr, e->offset, e->size, e->match,
+                                  e->data, &e->notifier);
     }
     QLIST_INSERT_HEAD(&udev->ioeventfds, e, next);
-    trace_vfio_user_ioeventfd(vdev->vbasedev.name, index, offset, size,
+    trace_vfio_user_ioeventfd(vdev->vbasedev.name, index, e->offset, e->size,
                               e->match, e->data, sfd >= 0);
     return NULL;
+}
+
+/* An entry @p of a reply, of the layout @shadow_fmt says, in host order */
+static VFIOUserSubRegionIOFdShadow vfio_user_ioeventfd_entry(const void *p,
+                                                             bool shadow_fmt)
+{
+    /* The fields before shadow_mem_fd_index are the same in both */
+    const VFIOUserSubRegionIOFdShadow *w = p;
+    VFIOUserSubRegionIOFdShadow e = {
+        .offset = ldq_le_p(&w->offset),
+        .size = ldq_le_p(&w->size),
+        .fd_index = ldl_le_p(&w->fd_index),
+        .type = ldl_le_p(&w->type),
+        .flags = ldl_le_p(&w->flags),
+        .shadow_mem_fd_index = UINT32_MAX,
+    };
+
+    if (shadow_fmt) {
+        e.shadow_mem_fd_index = ldl_le_p(&w->shadow_mem_fd_index);
+        e.shadow_offset = ldq_le_p(&w->shadow_offset);
+        e.datamatch = ldq_le_p(&w->datamatch);
+    } else {
+        e.datamatch = ldq_le_p(&((const VFIOUserSubRegionIOFd *)p)->datamatch);
+    }
+    return e;
+}
+
+/*
+ * The size of the entries of a reply of @len bytes (after the header)
+ * that says @argsz and @count, or 0 with *@why set.
+ */
+static size_t vfio_user_ioeventfd_entry_size(uint32_t len, uint32_t argsz,
+                                             uint32_t count, const char **why)
+{
+    if (count > VFIO_USER_MAX_IOEVENTFDS) {
+        *why = "too many";
+    } else if (!count) {
+        return 0;
+    } else if (argsz != len) {
+        *why = "entries of an unknown size";
+    } else if (len - IOFD_HDR == count * sizeof(VFIOUserSubRegionIOFdShadow)) {
+        return sizeof(VFIOUserSubRegionIOFdShadow);
+    } else if (len - IOFD_HDR == count * sizeof(VFIOUserSubRegionIOFd)) {
+        return sizeof(VFIOUserSubRegionIOFd);
+    } else {
+        *why = "entries of an unknown size";
+    }
+    return 0;
 }
 
 /* Ask for region @index's io fds and use what passes the checks. */
@@ -218,24 +267,25 @@ static void vfio_user_region_ioeventfds(VFIOUserPCIDevice *udev,
                                         unsigned int index, uint64_t size)
 {
     VFIODevice *vbasedev = &udev->parent_obj.vbasedev;
-    uint32_t room = IOFD_HDR + VFIO_USER_MAX_IOEVENTFDS * IOFD_ENTRY_SHADOW;
-    g_autofree uint8_t *buf = g_malloc0(sizeof(VFIOUserHdr) + room);
-    VFIOUserHdr *msg = (VFIOUserHdr *)buf;
-    uint8_t *p = buf + sizeof(*msg);
+    uint32_t room = IOFD_HDR + VFIO_USER_MAX_IOEVENTFDS *
+                               sizeof(VFIOUserSubRegionIOFdShadow);
+    g_autofree VFIOUserRegionIOFds *msg =
+        g_malloc0(sizeof(VFIOUserHdr) + room);
     int fds[VFIO_USER_MAX_REGION_FDS];
     VFIOUserFDs vfds = { .recv = fds, .max_recv = ARRAY_SIZE(fds) };
-    uint32_t argsz, count, len, ent, i;
+    uint32_t count = 0, len, i;
+    size_t ent = 0;
     Error *err = NULL;
     const char *why = NULL, *first_bad = NULL;
     unsigned int nbad = 0;
     int ret;
 
-    vfio_user_msg_init(msg, VFIO_USER_DEVICE_GET_REGION_IO_FDS,
-                       sizeof(*msg) + IOFD_HDR);
-    stl_le_p(p, room);
-    stl_le_p(p + 8, index);
-    ret = vfio_user_send_recv(udev->proxy, msg, &vfds, sizeof(*msg) + room,
-                              0, &err);
+    vfio_user_msg_init(&msg->hdr, VFIO_USER_DEVICE_GET_REGION_IO_FDS,
+                       sizeof(*msg));
+    msg->argsz = cpu_to_le32(room);
+    msg->index = cpu_to_le32(index);
+    ret = vfio_user_send_recv(udev->proxy, &msg->hdr, &vfds,
+                              sizeof(VFIOUserHdr) + room, 0, &err);
     if (ret < 0) {
         /* Servers without it, or without it for this region */
         trace_vfio_user_ioeventfd_none(vbasedev->name, index,
@@ -243,27 +293,24 @@ static void vfio_user_region_ioeventfds(VFIOUserPCIDevice *udev,
         error_free(err);
         return;
     }
-    len = msg->size - sizeof(*msg);
-    argsz = len >= IOFD_HDR ? ldl_le_p(p) : 0;
-    count = len >= IOFD_HDR ? ldl_le_p(p + 12) : 0;
-    if (len < IOFD_HDR || ldl_le_p(p + 8) != index) {
+    len = msg->hdr.size - sizeof(msg->hdr);
+    if (len < IOFD_HDR || le32_to_cpu(msg->index) != index) {
         why = "malformed reply";
-    } else if (count > VFIO_USER_MAX_IOEVENTFDS) {
-        why = "too many";
-    } else if (count && len - IOFD_HDR == count * IOFD_ENTRY_SHADOW &&
-               argsz == len) {
-        ent = IOFD_ENTRY_SHADOW;
-    } else if (count && len - IOFD_HDR == count * IOFD_ENTRY_SPEC &&
-               argsz == len) {
-        ent = IOFD_ENTRY_SPEC;
-    } else if (count) {
-        why = "entries of an unknown size";
+    } else {
+        count = le32_to_cpu(msg->count);
+        ent = vfio_user_ioeventfd_entry_size(len, le32_to_cpu(msg->argsz),
+                                             count, &why);
     }
     for (i = 0; !why && i < count; i++) {
-        const char *bad = vfio_user_ioeventfd_add(udev, index, size,
-                                                  p + IOFD_HDR + i * ent,
-                                                  ent == IOFD_ENTRY_SHADOW,
-                                                  fds, vfds.nrecv);
+        bool shadow_fmt = ent == sizeof(VFIOUserSubRegionIOFdShadow);
+        VFIOUserSubRegionIOFdShadow e =
+            vfio_user_ioeventfd_entry((uint8_t *)(msg + 1) + i * ent,
+                                      shadow_fmt);
+        const char *bad = vfio_user_ioeventfd_check(udev, index, size, &e,
+                                                    shadow_fmt, fds,
+                                                    vfds.nrecv) ?:
+                          vfio_user_ioeventfd_add(udev, index, &e, fds);
+
         if (bad && !nbad++) {
             first_bad = bad;
         }

@@ -25,6 +25,8 @@
 #include "migration/blocker.h"
 #include "device.h"
 #include "container.h"
+#include "ioeventfd.h"
+#include "reconnect.h"
 #include "trace.h"
 
 static const char *vfio_user_pci_socket_name(VFIOUserPCIDevice *udev)
@@ -34,26 +36,30 @@ static const char *vfio_user_pci_socket_name(VFIOUserPCIDevice *udev)
 
 /*
  * The proxy lost its server.  The device stays, reading all ones and
- * dropping writes, until it is unplugged; QEMU goes on.
+ * dropping writes, until it reconnects or is unplugged; QEMU goes on.
  */
 static void vfio_user_pci_proxy_failed(void *opaque, const Error *err)
 {
     VFIOUserPCIDevice *udev = opaque;
     DeviceState *dev = DEVICE(udev);
+    VFIOUserContainer *container =
+        vfio_user_container_get(&udev->parent_obj.vbasedev);
 
-    if (udev->server_lost) {
+    /* Reported already; an attempt sees its own failure */
+    if (vfio_user_pci_lost(udev)) {
         return;
     }
-    udev->server_lost = true;
-    if (udev->container) {
-        vfio_user_container_set_offline(udev->container);
+    if (container) {
+        vfio_user_container_set_offline(container);
     }
     /* During realize the failure is realize's error */
-    if (udev->realizing) {
+    if (udev->conn == VFIO_USER_PCI_REALIZING) {
         return;
     }
-    if (udev->reconnect_ms && !udev->unplugging &&
-        udev->socket->type == SOCKET_ADDRESS_TYPE_UNIX) {
+    if (udev->conn == VFIO_USER_PCI_CONNECTED) {
+        vfio_user_pci_set_conn(udev, VFIO_USER_PCI_LOST);
+    }
+    if (vfio_user_pci_will_reconnect(udev)) {
         error_report("vfio-user-pci %s: lost the server: %s; the device "
                      "reads all ones and ignores writes until it is "
                      "connected again (trying every %u ms)",
@@ -74,16 +80,17 @@ static int coroutine_fn vfio_user_pci_dma_rw(void *opaque, uint64_t addr,
                                              bool is_write)
 {
     VFIOUserPCIDevice *udev = opaque;
+    VFIOUserContainer *container =
+        vfio_user_container_get(&udev->parent_obj.vbasedev);
 
-    if (!udev->container) {
+    if (!container) {
         return -EFAULT;
     }
-    if (udev->server_lost) {
+    if (vfio_user_pci_lost(udev)) {
         /* A new server is not checked yet: it gets no guest memory */
         return -ENODEV;
     }
-    return vfio_user_container_dma_rw(udev->container, addr, buf, len,
-                                      is_write);
+    return vfio_user_container_dma_rw(container, addr, buf, len, is_write);
 }
 
 static const VFIOUserProxyOps vfio_user_pci_proxy_ops = {
@@ -111,49 +118,6 @@ static bool vfio_user_pci_get_info(VFIOUserPCIDevice *udev, Error **errp)
     vbasedev->flags = info->flags;
     vbasedev->reset_works = !!(info->flags & VFIO_DEVICE_FLAGS_RESET);
     return true;
-}
-
-/* Does the guest reach some area of a BAR directly (mmap-ed)? */
-static bool vfio_user_pci_has_mmaps(VFIOPCIDevice *vdev)
-{
-    int i, j;
-
-    for (i = 0; i < PCI_ROM_SLOT; i++) {
-        VFIORegion *region = &vdev->bars[i].region;
-
-        for (j = 0; j < region->nr_mmaps; j++) {
-            if (region->mmaps[j].mmap) {
-                return true;
-            }
-        }
-    }
-    return false;
-}
-
-/*
- * Writes to memory BARs are posted (sent without waiting for a reply)
- * unless x-no-posted-writes or x-send-queued=off; config space and
- * I/O-port BARs wait.  The
- * server handles messages in order, so a later read by message sees
- * them.  PCI orders a function's posted writes before its later reads,
- * whatever BAR each one targets; a read of an mmap-ed area does not go
- * through the socket and could overtake them.  So the rule is per
- * device: a device with mmap-ed areas posts no writes, any other posts
- * them to all its memory BARs.
- */
-static void vfio_user_pci_setup_posted_writes(VFIOUserPCIDevice *udev)
-{
-    VFIOPCIDevice *vdev = &udev->parent_obj;
-    /* A doorbell on an eventfd must not overtake a write in the socket */
-    bool post = udev->send_queued && !udev->no_posted_writes &&
-                !vfio_user_pci_has_mmaps(vdev) &&
-                QLIST_EMPTY(&udev->ioeventfds);
-    int i;
-
-    for (i = 0; i < PCI_ROM_SLOT; i++) {
-        vdev->bars[i].region.post_writes = post && !vdev->bars[i].ioport;
-    }
-    trace_vfio_user_pci_posted_writes(vdev->vbasedev.name, post);
 }
 
 /*
@@ -262,13 +226,6 @@ static bool vfio_user_pci_connect(VFIOUserPCIDevice *udev, Error **errp)
     return vfio_user_proxy_connect(udev->proxy, addr, errp) == 0;
 }
 
-void vfio_user_pci_refresh_ioeventfds(VFIOUserPCIDevice *udev)
-{
-    vfio_user_pci_ioeventfds_exit(udev);
-    vfio_user_pci_ioeventfds_setup(udev);
-    vfio_user_pci_setup_posted_writes(udev);
-}
-
 /* A migration blocker naming the device and why it cannot migrate */
 static bool vfio_user_pci_block_migration(VFIOUserPCIDevice *udev,
                                           const char *why, Error **errp)
@@ -355,26 +312,16 @@ static bool vfio_user_pci_migration_setup(VFIOUserPCIDevice *udev,
     return true;
 }
 
-static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
+/*
+ * Set up the vfio-pci base's VFIODevice for the connected server: its
+ * shape, a container for its DMA maps, its regions, and what identifies
+ * it (for a reconnect to compare).
+ */
+static bool vfio_user_pci_attach(VFIOUserPCIDevice *udev, Error **errp)
 {
-    ERRP_GUARD();
-    VFIOUserPCIDevice *udev = VFIO_USER_PCI(pdev);
-    VFIOPCIDevice *vdev = &udev->parent_obj;
-    VFIODevice *vbasedev = &vdev->vbasedev;
-    bool connected = false;
+    PCIDevice *pdev = PCI_DEVICE(udev);
+    VFIODevice *vbasedev = &udev->parent_obj.vbasedev;
 
-    udev->realizing = true;
-    if (!udev->socket) {
-        error_setg(errp, "vfio-user-pci: the socket property is required");
-        error_append_hint(errp, "Use -device vfio-user-pci,socket=PATH or "
-                          "socket=fd:NAME\n");
-        udev->realizing = false;
-        return;
-    }
-    if (!vfio_user_pci_connect(udev, errp)) {
-        goto error;
-    }
-    connected = true;
     vbasedev->name = g_strdup(vfio_user_pci_socket_name(udev));
     vbasedev->io_ops = &vfio_user_device_io_ops;
     vbasedev->fd = -1;
@@ -383,33 +330,50 @@ static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
     vbasedev->ram_block_discard_allowed = true;
 
     if (!vfio_user_pci_get_info(udev, errp)) {
-        goto error;
+        return false;
     }
-    if (!vfio_attach_device_by_iommu_type(TYPE_VFIO_IOMMU_USER,
-                                          vbasedev->name, vbasedev,
-                                          pci_device_iommu_address_space(pdev),
-                                          errp)) {
-        goto error;
+    if (!vfio_user_container_attach(vbasedev, udev->proxy,
+                                    pci_device_iommu_address_space(pdev),
+                                    !udev->no_dirty_tracking, errp)) {
+        return false;
     }
-    if (!vfio_pci_populate_device(vdev, errp)) {
-        goto error;
+    if (!vfio_pci_populate_device(&udev->parent_obj, errp)) {
+        return false;
     }
     if (vfio_user_pci_read_ids(udev, udev->ids) < 0) {
         error_setg(errp, "cannot read the config space");
-        goto error;
+        return false;
     }
-    /* What a reconnect compares, with the IDs */
     vfio_user_pci_read_irq_counts(udev, udev->irq_counts);
-    if (!vfio_pci_config_setup(vdev, errp)) {
+    return true;
+}
+
+static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
+{
+    ERRP_GUARD();
+    VFIOUserPCIDevice *udev = VFIO_USER_PCI(pdev);
+    VFIOPCIDevice *vdev = &udev->parent_obj;
+    VFIODevice *vbasedev = &vdev->vbasedev;
+
+    if (!udev->socket) {
+        error_setg(errp, "vfio-user-pci: the socket property is required");
+        error_append_hint(errp, "Use -device vfio-user-pci,socket=PATH or "
+                          "socket=fd:NAME\n");
+        return;
+    }
+    if (!vfio_user_pci_connect(udev, errp)) {
+        error_prepend(errp, "vfio-user-pci: ");
         goto error;
     }
-    if (!vfio_user_pci_check_caps(udev, errp)) {
-        goto error;
+    if (!vfio_user_pci_attach(udev, errp) ||
+        !vfio_pci_config_setup(vdev, errp) ||
+        !vfio_user_pci_check_caps(udev, errp)) {
+        goto error_named;
     }
     vfio_user_pci_override_class(udev);
     if (!vfio_pci_bars_prepare(vdev, errp) ||
         !vfio_pci_msix_early_setup(vdev, errp)) {
-        goto error;
+        goto error_named;
     }
     vfio_pci_bars_register(vdev);
     vfio_user_pci_ioeventfds_setup(udev);
@@ -428,7 +392,7 @@ static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
         goto out_migration;
     }
     vfio_pci_notifiers_register(vdev);
-    udev->realizing = false;
+    vfio_user_pci_set_conn(udev, VFIO_USER_PCI_CONNECTED);
     return;
 
 out_migration:
@@ -439,18 +403,15 @@ out_teardown:
     vfio_pci_teardown_msi(vdev);
     vfio_user_pci_ioeventfds_exit(udev);
     vfio_pci_bars_exit(vdev);
+error_named:
+    /* Connect errors name the server already */
+    error_prepend(errp, "vfio-user-pci: server %s: ",
+                  vfio_user_pci_socket_name(udev));
 error:
-    if (connected) {
-        /* Connect errors name the server already */
-        error_prepend(errp, "server %s: ",
-                      vfio_user_pci_socket_name(udev));
-    }
-    error_prepend(errp, "vfio-user-pci: ");
     vfio_user_intx_exit(udev);
     vfio_user_detach_device_common(vbasedev);
     vfio_user_proxy_free(udev->proxy);
     udev->proxy = NULL;
-    udev->realizing = false;
 }
 
 static void vfio_user_pci_exit(PCIDevice *pdev)
@@ -459,9 +420,9 @@ static void vfio_user_pci_exit(PCIDevice *pdev)
     PCIDeviceClass *base = PCI_DEVICE_CLASS(
         object_class_by_name(TYPE_VFIO_PCI_BASE));
 
-    /* A loss from now on (the teardown below) is not reconnected */
-    udev->unplugging = true;
     vfio_user_pci_cancel_reconnect(udev, true);
+    /* A loss from now on (the teardown below) is not reconnected */
+    vfio_user_pci_set_conn(udev, VFIO_USER_PCI_UNPLUGGING);
     /* A hung server holds unplug up for one reply timeout, not more */
     vfio_user_proxy_begin_teardown(udev->proxy);
     vfio_user_pci_ioeventfds_exit(udev);
@@ -491,9 +452,9 @@ static void vfio_user_pci_do_reset(VFIOUserPCIDevice *udev)
     /* A hung server holds reset up for one reply timeout, not more */
     vfio_user_proxy_begin_teardown(udev->proxy);
     vfio_pci_pre_reset(vdev);
-    if (vbasedev->reset_works && !udev->server_lost) {
+    if (vbasedev->reset_works && !vfio_user_pci_lost(udev)) {
         ret = vbasedev->io_ops->device_reset(vbasedev);
-        if (ret < 0 && !udev->server_lost) {
+        if (ret < 0 && !vfio_user_pci_lost(udev)) {
             warn_report("vfio-user-pci %s: DEVICE_RESET failed: %s",
                         vbasedev->name, strerror(-ret));
         }
@@ -589,18 +550,6 @@ static SocketAddress *vfio_user_parse_socket(const char *str, Error **errp)
     return addr;
 }
 
-bool vfio_user_pci_socket_usable(SocketAddress *addr, Error **errp)
-{
-    if (addr->type != SOCKET_ADDRESS_TYPE_UNIX &&
-        addr->type != SOCKET_ADDRESS_TYPE_FD) {
-        error_setg(errp, "socket: vfio-user needs a UNIX socket (a path or "
-                   "an fd), not type '%s'",
-                   SocketAddressType_str(addr->type));
-        return false;
-    }
-    return true;
-}
-
 VFIODevice *vfio_user_pci_vbasedev(DeviceState *dev)
 {
     VFIOUserPCIDevice *udev = (VFIOUserPCIDevice *)
@@ -681,7 +630,6 @@ static void vfio_user_pci_finalize(Object *obj)
     vfio_user_proxy_free(udev->proxy);
     udev->proxy = NULL;
     qapi_free_SocketAddress(udev->socket);
-    g_free(udev->refusal);
     g_clear_pointer(&udev->reconnect_timer, timer_free);
     g_clear_pointer(&udev->attempt_timer, timer_free);
 }

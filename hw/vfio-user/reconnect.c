@@ -35,6 +35,8 @@
 #include "hw/sysbus.h"
 #include "device.h"
 #include "container.h"
+#include "ioeventfd.h"
+#include "reconnect.h"
 #include "trace.h"
 
 /* What identifies the device the server serves, in its config space */
@@ -91,26 +93,6 @@ void vfio_user_pci_read_irq_counts(VFIOUserPCIDevice *udev, int64_t *counts)
     }
 }
 
-/* The BAR region @index whose areas the guest reaches mmap-ed, or NULL */
-static VFIORegion *vfio_user_pci_mapped_region(VFIOUserPCIDevice *udev,
-                                               int index)
-{
-    VFIOPCIDevice *vdev = &udev->parent_obj;
-    VFIORegion *region;
-    int j;
-
-    if (index >= PCI_ROM_SLOT) {
-        return NULL;
-    }
-    region = &vdev->bars[index].region;
-    for (j = 0; j < region->nr_mmaps; j++) {
-        if (region->mmaps[j].mmap) {
-            return region;
-        }
-    }
-    return NULL;
-}
-
 /*
  * Can a new server's @info map every area @region has mmap-ed?  Each must
  * lie in one of its mmap areas (those the file covers: the sparse areas
@@ -157,28 +139,15 @@ typedef struct VFIOUserBarFile {
     off_t offset;
 } VFIOUserBarFile;
 
-/*
- * Is the server's device the one the guest has?  Its device info, every
- * region the device had (with the same mmap areas: @files gets the new
- * server's file of each mapped BAR, to be mapped in place of the old
- * one), and its IDs must be the same.  *@fresh says whether the server's
- * device lost the state the guest gave it: it decodes nothing and does
- * no DMA, where the guest had enabled that (a restarted server's device
- * comes out of reset; one that only lost the connection kept it).
- */
-static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
-                                                      VFIOUserBarFile *files,
-                                                      bool *fresh,
-                                                      Error **errp)
+/* Does the server's device have the shape the device had? */
+static bool coroutine_fn vfio_user_pci_co_same_info(VFIOUserPCIDevice *udev,
+                                                    Error **errp)
 {
     VFIODevice *vbasedev = &udev->parent_obj.vbasedev;
-    const VFIODeviceIOOps *ops = vbasedev->io_ops;
     struct vfio_device_info info = { .argsz = sizeof(info) };
-    int64_t counts[VFIO_USER_MAX_IRQS];
-    uint8_t ids[VFIO_USER_ID_BYTES];
-    int i, ret;
+    int ret;
 
-    ret = ops->get_device_info(vbasedev, &info);
+    ret = vbasedev->io_ops->get_device_info(vbasedev, &info);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "DEVICE_GET_INFO failed");
         return false;
@@ -192,51 +161,110 @@ static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
                    vbasedev->num_regions, vbasedev->num_irqs);
         return false;
     }
-    for (i = 0; vbasedev->reginfo && i < vbasedev->num_regions; i++) {
-        struct vfio_region_info *old = vbasedev->reginfo[i];
-        g_autofree struct vfio_region_info *new = NULL;
-        int fd = -1;
+    return true;
+}
 
-        if (!old) {
-            continue;
-        }
-        new = g_malloc0(old->argsz);
-        new->argsz = old->argsz;
-        new->index = i;
-        ret = ops->get_region_info(vbasedev, new, &fd);
-        if (vfio_user_pci_mapped_region(udev, i)) {
-            /* The caller closes it, whatever happens next */
-            files[i] = (VFIOUserBarFile) { fd, new->offset };
-        } else if (fd >= 0) {
-            close(fd);
-        }
-        if (ret < 0) {
-            error_setg_errno(errp, -ret, "region %d info failed", i);
-            return false;
-        }
-        if (new->size != old->size || new->flags != old->flags) {
-            error_setg(errp, "a different device: region %d has size "
-                       "0x%" PRIx64 " flags 0x%x instead of 0x%" PRIx64
-                       " 0x%x", i, (uint64_t)new->size, new->flags,
-                       (uint64_t)old->size, old->flags);
-            return false;
-        }
-        if (vfio_user_pci_mapped_region(udev, i) &&
-            (fd < 0 ||
-             !vfio_user_pci_mmaps_covered(vfio_user_pci_mapped_region(udev,
-                                                                     i),
-                                          new))) {
-            error_setg(errp, "region %d: the server's file does not cover "
-                       "the areas the guest reaches mmap-ed", i);
-            return false;
-        }
+/*
+ * Is the server's region @index the one the device had (with the same
+ * mmap areas, when the guest reaches it mmap-ed: *@file gets the new
+ * server's file of it, which the caller closes)?
+ */
+static bool coroutine_fn vfio_user_pci_co_same_region(VFIOUserPCIDevice *udev,
+                                                      int index,
+                                                      VFIOUserBarFile *file,
+                                                      Error **errp)
+{
+    VFIODevice *vbasedev = &udev->parent_obj.vbasedev;
+    struct vfio_region_info *old = vbasedev->reginfo[index];
+    VFIORegion *mapped = vfio_user_pci_mapped_bar(udev, index);
+    g_autofree struct vfio_region_info *new = g_malloc0(old->argsz);
+    int fd = -1, ret;
+
+    new->argsz = old->argsz;
+    new->index = index;
+    ret = vbasedev->io_ops->get_region_info(vbasedev, new, &fd);
+    if (mapped) {
+        *file = (VFIOUserBarFile) { fd, new->offset };
+    } else if (fd >= 0) {
+        close(fd);
     }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "region %d info failed", index);
+        return false;
+    }
+    if (new->size != old->size || new->flags != old->flags) {
+        error_setg(errp, "a different device: region %d has size "
+                   "0x%" PRIx64 " flags 0x%x instead of 0x%" PRIx64
+                   " 0x%x", index, (uint64_t)new->size, new->flags,
+                   (uint64_t)old->size, old->flags);
+        return false;
+    }
+    if (mapped && (fd < 0 || !vfio_user_pci_mmaps_covered(mapped, new))) {
+        error_setg(errp, "region %d: the server's file does not cover "
+                   "the areas the guest reaches mmap-ed", index);
+        return false;
+    }
+    return true;
+}
+
+/* Does the server's device have the interrupts and IDs the device had? */
+static bool vfio_user_pci_same_ids(VFIOUserPCIDevice *udev,
+                                   const uint8_t *ids, Error **errp)
+{
+    int64_t counts[VFIO_USER_MAX_IRQS];
+    int i;
+
     vfio_user_pci_read_irq_counts(udev, counts);
     for (i = 0; i < VFIO_USER_MAX_IRQS; i++) {
         if (counts[i] != udev->irq_counts[i]) {
             error_setg(errp, "a different device: interrupt index %d has "
                        "%" PRId64 " vectors instead of %" PRId64, i,
                        counts[i], udev->irq_counts[i]);
+            return false;
+        }
+    }
+    for (i = 0; i < ARRAY_SIZE(vfio_user_ids); i++) {
+        uint8_t off = vfio_user_ids[i].offset, len = vfio_user_ids[i].len;
+        uint32_t was = 0, is = 0;
+
+        if (memcmp(ids + off, udev->ids + off, len)) {
+            memcpy(&was, udev->ids + off, len);
+            memcpy(&is, ids + off, len);
+            error_setg(errp, "a different device: %s 0x%x instead of 0x%x",
+                       vfio_user_ids[i].what, le32_to_cpu(is),
+                       le32_to_cpu(was));
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Is the server's device the one the guest has?  Its device info, every
+ * region the device had (@files gets the new server's file of each
+ * mapped BAR, to be mapped in place of the old one), its interrupts and
+ * its IDs must be the same.  *@fresh says whether the server's device
+ * lost the state the guest gave it: it decodes nothing and does no DMA,
+ * where the guest had enabled that (a restarted server's device comes
+ * out of reset; one that only lost the connection kept it).
+ */
+static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
+                                                      VFIOUserBarFile *files,
+                                                      bool *fresh,
+                                                      Error **errp)
+{
+    VFIODevice *vbasedev = &udev->parent_obj.vbasedev;
+    uint8_t ids[VFIO_USER_ID_BYTES];
+    int i;
+
+    if (!vfio_user_pci_co_same_info(udev, errp)) {
+        return false;
+    }
+    for (i = 0; vbasedev->reginfo && i < vbasedev->num_regions; i++) {
+        if (vbasedev->reginfo[i] &&
+            !vfio_user_pci_co_same_region(udev, i,
+                                          i < PCI_ROM_SLOT ? &files[i] : NULL,
+                                          errp)) {
             return false;
         }
     }
@@ -249,23 +277,12 @@ static bool coroutine_fn vfio_user_pci_co_same_device(VFIOUserPCIDevice *udev,
         error_setg(errp, "cannot read the config space");
         return false;
     }
+    if (!vfio_user_pci_same_ids(udev, ids, errp)) {
+        return false;
+    }
     *fresh = (pci_get_word(PCI_DEVICE(udev)->config + PCI_COMMAND) &
               VFIO_USER_CMD_ENABLES) &&
              !(pci_get_word(ids + PCI_COMMAND) & VFIO_USER_CMD_ENABLES);
-    for (i = 0; i < ARRAY_SIZE(vfio_user_ids); i++) {
-        uint8_t off = vfio_user_ids[i].offset, len = vfio_user_ids[i].len;
-
-        if (memcmp(ids + off, udev->ids + off, len)) {
-            uint32_t was = 0, is = 0;
-
-            memcpy(&was, udev->ids + off, len);
-            memcpy(&is, ids + off, len);
-            error_setg(errp, "a different device: %s 0x%x instead of 0x%x",
-                       vfio_user_ids[i].what, le32_to_cpu(is),
-                       le32_to_cpu(was));
-            return false;
-        }
-    }
     return true;
 }
 
@@ -354,11 +371,11 @@ static bool coroutine_fn vfio_user_pci_co_restore_config(
 }
 
 /*
- * The device's migration state as hw/vfio knows it: a stopped VM's device
- * stops on the new server too.  A migration in progress cannot go on (the
- * new server has neither the old one's data stream nor its DMA log): it
- * fails, and hw/vfio puts the device back to RUNNING as after any failed
- * migration.
+ * Give the new server's device (RUNNING, as a fresh device is) the
+ * migration state hw/vfio knows: a stopped VM's device is stopped.  A
+ * migration in progress cannot go on (the new server has neither the old
+ * one's data stream nor its DMA log): it is failed here, and hw/vfio
+ * sets the device back to RUNNING as after any failed migration.
  */
 static bool coroutine_fn vfio_user_pci_co_restore_migration(
     VFIOUserPCIDevice *udev, Error **errp)
@@ -407,7 +424,7 @@ static bool vfio_user_pci_remap(VFIOUserPCIDevice *udev,
         if (files[i].fd < 0) {
             continue;
         }
-        ret = vfio_region_remap(vfio_user_pci_mapped_region(udev, i),
+        ret = vfio_region_remap(vfio_user_pci_mapped_bar(udev, i),
                                 files[i].fd, files[i].offset);
         files[i].fd = -1;
         if (ret < 0) {
@@ -431,10 +448,10 @@ static bool coroutine_fn vfio_user_pci_co_restore(VFIOUserPCIDevice *udev,
                                                   Error **errp)
 {
     VFIOPCIDevice *vdev = &udev->parent_obj;
+    VFIOUserContainer *container = vfio_user_container_get(&vdev->vbasedev);
     int tries;
 
-    if (udev->container &&
-        vfio_user_container_co_replay(udev->container, errp) < 0) {
+    if (container && vfio_user_container_co_replay(container, errp) < 0) {
         return false;
     }
     /*
@@ -453,7 +470,9 @@ static bool coroutine_fn vfio_user_pci_co_restore(VFIOUserPCIDevice *udev,
         }
         if (!udev->reconnect_dirty) {
             /* The old server's eventfds reach nobody */
-            vfio_user_pci_refresh_ioeventfds(udev);
+            vfio_user_pci_ioeventfds_exit(udev);
+            vfio_user_pci_ioeventfds_setup(udev);
+            vfio_user_pci_setup_posted_writes(udev);
             return vfio_user_pci_co_restore_migration(udev, errp);
         }
     }
@@ -499,36 +518,30 @@ static void vfio_user_pci_arm_attempt_timer(VFIOUserPCIDevice *udev)
 }
 
 /*
- * One attempt: connect to @addr (the device's socket if NULL), check the
- * device, restore it.  On success the device is connected again, and
- * @addr becomes its socket.  A server found to have lost the device's
- * state is remembered (state_lost) until the guest is told: an attempt
- * that fails after restoring the config space leaves the next one a
- * server that looks as if it had kept it.
+ * The steps of an attempt, which say why one failed (reported once per
+ * step and error, not per attempt)
  */
-static int coroutine_fn vfio_user_pci_co_attempt(VFIOUserPCIDevice *udev,
-                                                 SocketAddress *addr,
-                                                 Error **errp)
+typedef enum VFIOUserAttemptStep {
+    VFIO_USER_ATTEMPT_NONE = 0,
+    VFIO_USER_ATTEMPT_CONNECT,
+    VFIO_USER_ATTEMPT_NEGOTIATE,
+    VFIO_USER_ATTEMPT_RESTORE,
+    VFIO_USER_ATTEMPT_FINISH,
+} VFIOUserAttemptStep;
+
+/*
+ * Check the device on the newly attached server and restore it.  A server
+ * found to have lost the device's state is remembered (state_lost) until
+ * the guest is told: an attempt that fails after restoring the config
+ * space leaves the next one a server that looks as if it had kept it.
+ */
+static bool coroutine_fn vfio_user_pci_co_check_restore(
+    VFIOUserPCIDevice *udev, Error **errp)
 {
-    g_autoptr(QIOChannelSocket) sioc = NULL;
-    g_autofree char *name = NULL;
     VFIOUserBarFile files[PCI_ROM_SLOT];
     bool ok, fresh = false;
-    int i, ret;
+    int i;
 
-    udev->reconnect_attempts++;
-    trace_vfio_user_pci_reconnect_attempt(vfio_user_pci_id(udev),
-                                          udev->reconnect_attempts);
-    vfio_user_pci_arm_attempt_timer(udev);
-    sioc = vfio_user_proxy_open(udev->proxy, addr ?: udev->socket, true,
-                                &name, errp);
-    if (!sioc) {
-        return -ECONNREFUSED;
-    }
-    ret = vfio_user_co_proxy_attach(udev->proxy, sioc, name, errp);
-    if (ret < 0) {
-        return ret;
-    }
     for (i = 0; i < PCI_ROM_SLOT; i++) {
         files[i].fd = -1;
     }
@@ -541,25 +554,57 @@ static int coroutine_fn vfio_user_pci_co_attempt(VFIOUserPCIDevice *udev,
             close(files[i].fd);
         }
     }
-    if (!ok) {
+    if (ok && (udev->reconnect_cancelled ||
+               vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED)) {
+        error_setg(errp, "%s", udev->reconnect_cancelled ?
+                   "cancelled by a reset" : "lost during the restore");
+        ok = false;
+    }
+    return ok;
+}
+
+/*
+ * One attempt: connect to @addr (the device's socket if NULL), check the
+ * device, restore it.  On success the device is connected again, and
+ * @addr becomes its socket.  On failure *@step says where it failed.
+ */
+static int coroutine_fn vfio_user_pci_co_attempt(VFIOUserPCIDevice *udev,
+                                                 SocketAddress *addr,
+                                                 VFIOUserAttemptStep *step,
+                                                 Error **errp)
+{
+    g_autoptr(QIOChannelSocket) sioc = NULL;
+    g_autofree char *name = NULL;
+    int ret;
+
+    udev->reconnect_attempts++;
+    trace_vfio_user_pci_reconnect_attempt(vfio_user_pci_id(udev),
+                                          udev->reconnect_attempts);
+    vfio_user_pci_arm_attempt_timer(udev);
+    *step = VFIO_USER_ATTEMPT_CONNECT;
+    sioc = vfio_user_proxy_open(udev->proxy, addr ?: udev->socket, true,
+                                &name, errp);
+    if (!sioc) {
+        return -ECONNREFUSED;
+    }
+    *step = VFIO_USER_ATTEMPT_NEGOTIATE;
+    ret = vfio_user_co_proxy_attach(udev->proxy, sioc, name, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    *step = VFIO_USER_ATTEMPT_RESTORE;
+    if (!vfio_user_pci_co_check_restore(udev, errp)) {
+        VFIOUserContainer *container =
+            vfio_user_container_get(&udev->parent_obj.vbasedev);
+
         error_prepend(errp, "vfio-user server %s: ", name);
         vfio_user_proxy_abort(udev->proxy);
-        if (udev->container) {
-            vfio_user_container_set_offline(udev->container);
+        if (container) {
+            vfio_user_container_set_offline(container);
         }
         return -EIO;
     }
-    if (udev->reconnect_cancelled ||
-        vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED) {
-        error_setg(errp, "vfio-user server %s: %s", name,
-                   udev->reconnect_cancelled ? "cancelled by a reset" :
-                   "lost during the restore");
-        vfio_user_proxy_abort(udev->proxy);
-        if (udev->container) {
-            vfio_user_container_set_offline(udev->container);
-        }
-        return -EIO;
-    }
+    *step = VFIO_USER_ATTEMPT_FINISH;
     if (addr) {
         qapi_free_SocketAddress(udev->socket);
         udev->socket = QAPI_CLONE(SocketAddress, addr);
@@ -603,8 +648,8 @@ static void vfio_user_pci_connected(VFIOUserPCIDevice *udev)
     g_autofree char *path = vfio_user_pci_qom_path(udev);
     const char *name = vfio_user_proxy_name(udev->proxy);
 
-    udev->server_lost = false;
-    g_clear_pointer(&udev->refusal, g_free);
+    vfio_user_pci_set_conn(udev, VFIO_USER_PCI_CONNECTED);
+    udev->refusal_step = VFIO_USER_ATTEMPT_NONE;
     if (udev->attempt_timer) {
         timer_del(udev->attempt_timer);
     }
@@ -621,71 +666,97 @@ static void vfio_user_pci_connected(VFIOUserPCIDevice *udev)
 }
 
 /*
- * A failed attempt: say why, once per different reason (a server that is
- * not back yet is only traced), and try again later.
+ * A failed attempt: say why, once per different reason (the step that
+ * failed, and its error; a server that is not back yet is only traced).
  */
-static void vfio_user_pci_refused(VFIOUserPCIDevice *udev, int ret,
+static void vfio_user_pci_refused(VFIOUserPCIDevice *udev,
+                                  VFIOUserAttemptStep step, int ret,
                                   Error *err)
 {
     const char *msg = error_get_pretty(err);
-    g_autoptr(GRegex) ids = g_regex_new("\\(id [0-9]+\\)", 0, 0, NULL);
-    g_autofree char *reason = g_regex_replace_literal(ids, msg, -1, 0, "",
-                                                      0, NULL);
 
     trace_vfio_user_pci_reconnect_failed(vfio_user_pci_id(udev), msg);
-    /* Message ids change from one attempt to the next: not the reason */
     if (ret != -ECONNREFUSED && ret != -EBUSY && !udev->reconnect_cancelled &&
-        reason && g_strcmp0(udev->refusal, reason)) {
+        (udev->refusal_step != step || udev->refusal_errno != ret)) {
         error_report("vfio-user-pci %s: cannot reconnect: %s",
                      vfio_user_pci_id(udev), msg);
-        g_free(udev->refusal);
-        udev->refusal = g_steal_pointer(&reason);
+        udev->refusal_step = step;
+        udev->refusal_errno = ret;
     }
     error_free(err);
 }
 
-static void coroutine_fn vfio_user_pci_reconnect_co(void *opaque)
+static void vfio_user_pci_schedule_reconnect(VFIOUserPCIDevice *udev);
+
+/*
+ * Run one attempt in the current coroutine, which messages of the
+ * RECONNECTING device pass; the attempt ends CONNECTED or LOST.
+ */
+static int coroutine_fn vfio_user_pci_co_reconnect(VFIOUserPCIDevice *udev,
+                                                   SocketAddress *addr,
+                                                   Error **errp)
 {
-    VFIOUserPCIDevice *udev = opaque;
+    VFIOUserAttemptStep step = VFIO_USER_ATTEMPT_NONE;
     Error *err = NULL;
     int ret;
 
-    ret = vfio_user_pci_co_attempt(udev, NULL, &err);
-    udev->reconnect_co = NULL;
+    udev->reconnect_cancelled = false;
+    udev->reconnect_co = qemu_coroutine_self();
+    vfio_user_pci_set_conn(udev, VFIO_USER_PCI_RECONNECTING);
+    ret = vfio_user_pci_co_attempt(udev, addr, &step, &err);
     if (!ret) {
         vfio_user_pci_connected(udev);
     } else {
-        vfio_user_pci_refused(udev, ret, err);
+        vfio_user_pci_set_conn(udev, VFIO_USER_PCI_LOST);
+        if (addr) {
+            /* QMP reports it */
+            trace_vfio_user_pci_reconnect_failed(vfio_user_pci_id(udev),
+                                                 error_get_pretty(err));
+            error_propagate(errp, err);
+        } else {
+            vfio_user_pci_refused(udev, step, ret, err);
+        }
         vfio_user_pci_schedule_reconnect(udev);
     }
+    udev->reconnect_co = NULL;
     aio_wait_kick();
+    return ret;
+}
+
+static void coroutine_fn vfio_user_pci_reconnect_co(void *opaque)
+{
+    vfio_user_pci_co_reconnect(opaque, NULL, NULL);
 }
 
 static void vfio_user_pci_reconnect_timer(void *opaque)
 {
     VFIOUserPCIDevice *udev = opaque;
+    Coroutine *co;
 
-    if (udev->reconnect_co || !udev->server_lost) {
+    if (udev->conn != VFIO_USER_PCI_LOST) {
         return;
     }
-    udev->reconnect_cancelled = false;
-    udev->reconnect_co = qemu_coroutine_create(vfio_user_pci_reconnect_co,
-                                               udev);
-    aio_co_enter(qemu_get_aio_context(), udev->reconnect_co);
+    co = qemu_coroutine_create(vfio_user_pci_reconnect_co, udev);
+    aio_co_enter(qemu_get_aio_context(), co);
 }
 
-void vfio_user_pci_schedule_reconnect(VFIOUserPCIDevice *udev)
+bool vfio_user_pci_will_reconnect(VFIOUserPCIDevice *udev)
+{
+    /* A passed fd cannot be opened again: management gives a new one */
+    return udev->reconnect_ms && udev->conn != VFIO_USER_PCI_UNPLUGGING &&
+           udev->socket->type == SOCKET_ADDRESS_TYPE_UNIX;
+}
+
+static void vfio_user_pci_schedule_reconnect(VFIOUserPCIDevice *udev)
 {
     if (udev->attempt_timer) {
         timer_del(udev->attempt_timer);
     }
-    /* A passed fd cannot be opened again: management gives a new one */
-    if (!udev->reconnect_ms || udev->unplugging ||
-        udev->socket->type != SOCKET_ADDRESS_TYPE_UNIX) {
-        return;
+    if (vfio_user_pci_will_reconnect(udev)) {
+        vfio_user_pci_timer_in(udev, &udev->reconnect_timer,
+                               vfio_user_pci_reconnect_timer,
+                               udev->reconnect_ms);
     }
-    vfio_user_pci_timer_in(udev, &udev->reconnect_timer,
-                           vfio_user_pci_reconnect_timer, udev->reconnect_ms);
 }
 
 void vfio_user_pci_disconnected(VFIOUserPCIDevice *udev, const Error *err)
@@ -698,11 +769,6 @@ void vfio_user_pci_disconnected(VFIOUserPCIDevice *udev, const Error *err)
     vfio_user_pci_schedule_reconnect(udev);
 }
 
-/*
- * Stop reconnecting: an attempt in progress fails (its messages fail at
- * once) and none is scheduled.  With @wait, also wait for the attempt's
- * coroutine to end (unrealize: it uses the device).
- */
 void vfio_user_pci_cancel_reconnect(VFIOUserPCIDevice *udev, bool wait)
 {
     if (udev->reconnect_timer) {
@@ -721,14 +787,25 @@ void vfio_user_pci_cancel_reconnect(VFIOUserPCIDevice *udev, bool wait)
     }
 }
 
+bool vfio_user_pci_socket_usable(SocketAddress *addr, Error **errp)
+{
+    if (addr->type != SOCKET_ADDRESS_TYPE_UNIX &&
+        addr->type != SOCKET_ADDRESS_TYPE_FD) {
+        error_setg(errp, "socket: vfio-user needs a UNIX socket (a path or "
+                   "an fd), not type '%s'",
+                   SocketAddressType_str(addr->type));
+        return false;
+    }
+    return true;
+}
+
+
 void coroutine_fn qmp_x_vfio_user_reconnect(const char *id,
                                             SocketAddress *socket,
                                             Error **errp)
 {
     DeviceState *dev = qdev_find_recursive(sysbus_get_default(), id);
     VFIOUserPCIDevice *udev;
-    Error *err = NULL;
-    int ret;
 
     if (!dev) {
         Object *obj = object_resolve_path_type(id, TYPE_DEVICE, NULL);
@@ -742,13 +819,13 @@ void coroutine_fn qmp_x_vfio_user_reconnect(const char *id,
         error_setg(errp, "no vfio-user-pci device '%s'", id);
         return;
     }
-    if (!udev->server_lost) {
-        error_setg(errp, "vfio-user-pci %s is connected to its server", id);
-        return;
-    }
-    if (udev->reconnect_co) {
+    if (udev->conn == VFIO_USER_PCI_RECONNECTING) {
         error_setg(errp, "vfio-user-pci %s: a reconnect is in progress; "
                    "try again", id);
+        return;
+    }
+    if (udev->conn != VFIO_USER_PCI_LOST) {
+        error_setg(errp, "vfio-user-pci %s is connected to its server", id);
         return;
     }
     if (!vfio_user_pci_socket_usable(socket, errp)) {
@@ -757,16 +834,5 @@ void coroutine_fn qmp_x_vfio_user_reconnect(const char *id,
     if (udev->reconnect_timer) {
         timer_del(udev->reconnect_timer);
     }
-    udev->reconnect_cancelled = false;
-    udev->reconnect_co = qemu_coroutine_self();
-    ret = vfio_user_pci_co_attempt(udev, socket, &err);
-    udev->reconnect_co = NULL;
-    aio_wait_kick();
-    if (ret < 0) {
-        trace_vfio_user_pci_reconnect_failed(id, error_get_pretty(err));
-        error_propagate(errp, err);
-        vfio_user_pci_schedule_reconnect(udev);
-        return;
-    }
-    vfio_user_pci_connected(udev);
+    vfio_user_pci_co_reconnect(udev, socket, errp);
 }

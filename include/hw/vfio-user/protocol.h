@@ -139,7 +139,10 @@ typedef struct VFIOUserRegionInfo {
     uint64_t offset;
 } VFIOUserRegionInfo;
 
-/* VFIO_USER_DEVICE_GET_REGION_IO_FDS request; the reply adds sub-regions. */
+/*
+ * VFIO_USER_DEVICE_GET_REGION_IO_FDS request; the reply adds @count
+ * entries of one of the two layouts below.
+ */
 typedef struct VFIOUserRegionIOFds {
     VFIOUserHdr hdr;
     uint32_t argsz;
@@ -148,6 +151,7 @@ typedef struct VFIOUserRegionIOFds {
     uint32_t count;
 } VFIOUserRegionIOFds;
 
+/* An entry as the spec has it (40 bytes) */
 typedef struct VFIOUserSubRegionIOFd {
     uint64_t offset;
     uint64_t size;
@@ -157,6 +161,26 @@ typedef struct VFIOUserSubRegionIOFd {
     uint32_t padding;
     uint64_t datamatch;
 } VFIOUserSubRegionIOFd;
+
+/* An entry with a shadow memory (newer libvfio-user: 48 bytes) */
+typedef struct VFIOUserSubRegionIOFdShadow {
+    uint64_t offset;
+    uint64_t size;
+    uint32_t fd_index;
+    uint32_t type;
+    uint32_t flags;
+    uint32_t shadow_mem_fd_index;
+    uint64_t shadow_offset;
+    uint64_t datamatch;
+} VFIOUserSubRegionIOFdShadow;
+QEMU_BUILD_BUG_ON(sizeof(VFIOUserSubRegionIOFd) != 40);
+QEMU_BUILD_BUG_ON(sizeof(VFIOUserSubRegionIOFdShadow) != 48);
+
+#define VFIO_USER_IO_FD_TYPE_IOEVENTFD          0
+#define VFIO_USER_IO_FD_TYPE_IOREGIONFD         1
+#define VFIO_USER_IO_FD_TYPE_IOEVENTFD_SHADOW   2
+/* KVM_IOEVENTFD_FLAG_DATAMATCH; PIO and the others are not for BARs */
+#define VFIO_USER_IO_FD_FLAG_DATAMATCH          (1u << 0)
 
 /* VFIO_USER_DEVICE_GET_IRQ_INFO request and reply (struct vfio_irq_info). */
 typedef struct VFIOUserIRQInfo {
