@@ -238,7 +238,7 @@ static void vfio_user_dma_failed(VFIOUserContainer *c, Error *err)
 
 /*
  * Report the failures collected since the replies were last all in: at
- * realize they fail it (vfio_user_attach_device() takes them), later
+ * realize they fail it (vfio_user_container_attach() takes them), later
  * they are printed once per batch.
  */
 static void vfio_user_dma_report(VFIOUserContainer *c)
@@ -832,8 +832,9 @@ static bool vfio_user_viommu_usable(AddressSpace *as, Error **errp)
 }
 
 /*
- * hw/vfio's attach_device hook has no room for the proxy: vfio-user-pci
- * attaches with vfio_user_container_attach() instead.
+ * The container is given what it needs of the device (its proxy, its
+ * dirty-tracking policy) rather than reaching into vfio-user-pci's state
+ * from hw/vfio's attach_device hook, whose arguments do not carry them.
  */
 VFIOUserContainer *vfio_user_container_attach(VFIODevice *vbasedev,
                                               VFIOProxy *proxy,
@@ -882,8 +883,19 @@ VFIOUserContainer *vfio_user_container_attach(VFIODevice *vbasedev,
 
 VFIOUserContainer *vfio_user_container_get(VFIODevice *vbasedev)
 {
-    return vbasedev->bcontainer ? VFIO_IOMMU_USER(vbasedev->bcontainer)
+    /* On every message: no checked cast */
+    return vbasedev->bcontainer ? container_of(vbasedev->bcontainer,
+                                               VFIOUserContainer, bcontainer)
                                 : NULL;
+}
+
+/* See vfio_user_container_attach() */
+static bool vfio_user_attach_device(const char *name, VFIODevice *vbasedev,
+                                    AddressSpace *as, Error **errp)
+{
+    error_setg(errp, "%s: a vfio-user container is attached by its device",
+               name);
+    return false;
 }
 
 /* Unmap everything (the listener's region_del) and drop the container. */
@@ -962,6 +974,7 @@ static void vfio_iommu_user_class_init(ObjectClass *klass, void *data)
 
     vioc->dma_map = vfio_user_dma_map;
     vioc->dma_unmap = vfio_user_dma_unmap;
+    vioc->attach_device = vfio_user_attach_device;
     vioc->detach_device = vfio_user_detach_device;
     vioc->listener_begin = vfio_user_listener_begin;
     vioc->listener_commit = vfio_user_listener_commit;

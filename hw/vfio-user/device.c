@@ -162,7 +162,7 @@ static bool vfio_user_server_lost(VFIODevice *vbasedev)
         /* The attempt restores the device with these ops */
         return qemu_coroutine_self() != udev->reconnect_co;
     default:
-        /* Lost, and the proxy's failure callback not run yet */
+        /* The proxy's state (lost before the failure callback ran) */
         return vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED;
     }
 }
@@ -1255,6 +1255,9 @@ static int vfio_user_device_feature(VFIODevice *vbasedev,
     if (!udev->migratable || !f || !f->handle) {
         return -ENOTTY;
     }
+    if (!(op & VFIO_DEVICE_FEATURE_PROBE) && data_len < f->data_len) {
+        return -EINVAL;
+    }
     if (vfio_user_server_lost(vbasedev)) {
         if (op != VFIO_DEVICE_FEATURE_SET || !f->passes_when_lost) {
             return -ENOTCONN;
@@ -1268,7 +1271,7 @@ static int vfio_user_device_feature(VFIODevice *vbasedev,
     if (op & VFIO_DEVICE_FEATURE_PROBE) {
         return vfio_user_feature_msg(vbasedev, flags, NULL, 0, NULL, 0);
     }
-    if (op != (op & f->ops) || !is_power_of_2(op) || data_len < f->data_len) {
+    if (op != (op & f->ops) || !is_power_of_2(op)) {
         return -EINVAL;
     }
     return f->handle(vbasedev, flags, feature);

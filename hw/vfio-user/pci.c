@@ -355,6 +355,7 @@ static void vfio_user_pci_realize(PCIDevice *pdev, Error **errp)
     VFIOPCIDevice *vdev = &udev->parent_obj;
     VFIODevice *vbasedev = &vdev->vbasedev;
 
+    udev->conn = VFIO_USER_PCI_REALIZING;
     if (!udev->socket) {
         error_setg(errp, "vfio-user-pci: the socket property is required");
         error_append_hint(errp, "Use -device vfio-user-pci,socket=PATH or "

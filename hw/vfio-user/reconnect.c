@@ -525,7 +525,10 @@ typedef enum VFIOUserAttemptStep {
     VFIO_USER_ATTEMPT_NONE = 0,
     VFIO_USER_ATTEMPT_CONNECT,
     VFIO_USER_ATTEMPT_NEGOTIATE,
+    VFIO_USER_ATTEMPT_CHECK,
+    VFIO_USER_ATTEMPT_REMAP,
     VFIO_USER_ATTEMPT_RESTORE,
+    /* Cancelled by a reset, or the server lost during the restore */
     VFIO_USER_ATTEMPT_FINISH,
 } VFIOUserAttemptStep;
 
@@ -536,7 +539,7 @@ typedef enum VFIOUserAttemptStep {
  * space leaves the next one a server that looks as if it had kept it.
  */
 static bool coroutine_fn vfio_user_pci_co_check_restore(
-    VFIOUserPCIDevice *udev, Error **errp)
+    VFIOUserPCIDevice *udev, VFIOUserAttemptStep *step, Error **errp)
 {
     VFIOUserBarFile files[PCI_ROM_SLOT];
     bool ok, fresh = false;
@@ -545,9 +548,16 @@ static bool coroutine_fn vfio_user_pci_co_check_restore(
     for (i = 0; i < PCI_ROM_SLOT; i++) {
         files[i].fd = -1;
     }
-    ok = vfio_user_pci_co_same_device(udev, files, &fresh, errp) &&
-         vfio_user_pci_remap(udev, files, errp) &&
-         vfio_user_pci_co_restore(udev, errp);
+    *step = VFIO_USER_ATTEMPT_CHECK;
+    ok = vfio_user_pci_co_same_device(udev, files, &fresh, errp);
+    if (ok) {
+        *step = VFIO_USER_ATTEMPT_REMAP;
+        ok = vfio_user_pci_remap(udev, files, errp);
+    }
+    if (ok) {
+        *step = VFIO_USER_ATTEMPT_RESTORE;
+        ok = vfio_user_pci_co_restore(udev, errp);
+    }
     udev->state_lost |= fresh;
     for (i = 0; i < PCI_ROM_SLOT; i++) {
         if (files[i].fd >= 0) {
@@ -556,6 +566,7 @@ static bool coroutine_fn vfio_user_pci_co_check_restore(
     }
     if (ok && (udev->reconnect_cancelled ||
                vfio_user_proxy_state(udev->proxy) != VFIO_PROXY_CONNECTED)) {
+        *step = VFIO_USER_ATTEMPT_FINISH;
         error_setg(errp, "%s", udev->reconnect_cancelled ?
                    "cancelled by a reset" : "lost during the restore");
         ok = false;
@@ -592,8 +603,7 @@ static int coroutine_fn vfio_user_pci_co_attempt(VFIOUserPCIDevice *udev,
     if (ret < 0) {
         return ret;
     }
-    *step = VFIO_USER_ATTEMPT_RESTORE;
-    if (!vfio_user_pci_co_check_restore(udev, errp)) {
+    if (!vfio_user_pci_co_check_restore(udev, step, errp)) {
         VFIOUserContainer *container =
             vfio_user_container_get(&udev->parent_obj.vbasedev);
 
@@ -604,7 +614,6 @@ static int coroutine_fn vfio_user_pci_co_attempt(VFIOUserPCIDevice *udev,
         }
         return -EIO;
     }
-    *step = VFIO_USER_ATTEMPT_FINISH;
     if (addr) {
         qapi_free_SocketAddress(udev->socket);
         udev->socket = QAPI_CLONE(SocketAddress, addr);
@@ -822,6 +831,10 @@ void coroutine_fn qmp_x_vfio_user_reconnect(const char *id,
     if (udev->conn == VFIO_USER_PCI_RECONNECTING) {
         error_setg(errp, "vfio-user-pci %s: a reconnect is in progress; "
                    "try again", id);
+        return;
+    }
+    if (udev->conn == VFIO_USER_PCI_UNPLUGGING) {
+        error_setg(errp, "vfio-user-pci %s is being unplugged", id);
         return;
     }
     if (udev->conn != VFIO_USER_PCI_LOST) {
