@@ -101,6 +101,18 @@ VFIOUserHdr vfio_user_hdr_le(const VFIOUserHdr *msg)
     };
 }
 
+/* The header @wire received from the wire, in host byte order. */
+VFIOUserHdr vfio_user_hdr_from_le(const VFIOUserHdr *wire)
+{
+    return (VFIOUserHdr) {
+        .id = le16_to_cpu(wire->id),
+        .command = le16_to_cpu(wire->command),
+        .size = le32_to_cpu(wire->size),
+        .flags = le32_to_cpu(wire->flags),
+        .error_reply = le32_to_cpu(wire->error_reply),
+    };
+}
+
 /*
  * The data a request carries, which max_data_xfer_size limits (the spec
  * applies it to the data of transfers, not to the fixed part of messages).
@@ -121,6 +133,7 @@ uint32_t vfio_user_data_len(const VFIOUserHdr *msg)
     }
     return msg->size > fixed ? msg->size - fixed : 0;
 }
+
 /* Our proposal: what we support, and our limits. */
 GString *vfio_user_caps_json(void)
 {

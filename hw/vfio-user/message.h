@@ -34,6 +34,9 @@ void vfio_user_default_caps(VFIOUserCaps *caps);
 /* The header of @msg as it goes on the wire (little-endian). */
 VFIOUserHdr vfio_user_hdr_le(const VFIOUserHdr *msg);
 
+/* The header @wire received from the wire, in host byte order. */
+VFIOUserHdr vfio_user_hdr_from_le(const VFIOUserHdr *wire);
+
 /* The data a request carries, which max_data_xfer_size limits. */
 uint32_t vfio_user_data_len(const VFIOUserHdr *msg);
 

@@ -11,11 +11,19 @@
  * - in a coroutine running in the proxy's AioContext:
  *   vfio_user_co_send_recv();
  * - anywhere else: vfio_user_send_recv(), which picks the way to wait
- *   (the calling coroutine yields; the main loop thread, or any thread
- *   holding the BQL when the proxy runs in the main loop, polls the
- *   AioContext; other threads sleep on a semaphore);
+ *   (a calling coroutine yields; the AioContext's home thread, which for
+ *   the main loop's is the main loop thread or any thread holding the
+ *   BQL, polls the socket itself while its reply is due, adaptively, and
+ *   runs the AioContext otherwise; other threads sleep on a semaphore);
  * - a vCPU thread that must let other vCPUs run during a long wait:
  *   vfio_user_send_recv_unlocked() (drops the BQL while it sleeps).
+ *
+ * How a connection ends, from the owner's side: vfio_user_proxy_lost()
+ * (the server is lost: FAILED, and the failed callback is called, as
+ * when the proxy finds it lost itself), vfio_user_proxy_abort() (FAILED,
+ * no callback; does not block), vfio_user_proxy_close() (CLOSED, no
+ * callback; blocks until the channel's coroutines have ended and
+ * releases it), vfio_user_proxy_free().
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
