@@ -89,8 +89,11 @@ void vfio_user_default_caps(VFIOUserCaps *caps)
     };
 }
 
-/* The header of @msg as it goes on the wire (little-endian). */
-VFIOUserHdr vfio_user_hdr_le(const VFIOUserHdr *msg)
+/*
+ * The header @msg between host byte order and the wire's (little-endian),
+ * either way: the swap is the same.
+ */
+VFIOUserHdr vfio_user_hdr_swap_le(const VFIOUserHdr *msg)
 {
     return (VFIOUserHdr) {
         .id = cpu_to_le16(msg->id),
@@ -98,18 +101,6 @@ VFIOUserHdr vfio_user_hdr_le(const VFIOUserHdr *msg)
         .size = cpu_to_le32(msg->size),
         .flags = cpu_to_le32(msg->flags),
         .error_reply = cpu_to_le32(msg->error_reply),
-    };
-}
-
-/* The header @wire received from the wire, in host byte order. */
-VFIOUserHdr vfio_user_hdr_from_le(const VFIOUserHdr *wire)
-{
-    return (VFIOUserHdr) {
-        .id = le16_to_cpu(wire->id),
-        .command = le16_to_cpu(wire->command),
-        .size = le32_to_cpu(wire->size),
-        .flags = le32_to_cpu(wire->flags),
-        .error_reply = le32_to_cpu(wire->error_reply),
     };
 }
 

@@ -253,7 +253,7 @@ int coroutine_fn vfio_user_co_write(VFIOUserSocket *s, const VFIOUserHdr *msg,
                                     Error **errp)
 {
     VFIOProxy *proxy = s->proxy;
-    VFIOUserHdr hdr = vfio_user_hdr_le(msg);
+    VFIOUserHdr hdr = vfio_user_hdr_swap_le(msg);
     struct iovec iov_buf[] = {
         { .iov_base = &hdr, .iov_len = sizeof(hdr) },
         { .iov_base = (void *)(msg + 1), .iov_len = msg->size - sizeof(hdr) },
@@ -798,7 +798,7 @@ static int coroutine_fn vfio_user_co_recv_one(VFIOUserSocket *s,
         }
         return -1;
     }
-    hdr = vfio_user_hdr_from_le(&hdr);
+    hdr = vfio_user_hdr_swap_le(&hdr);
     trace_vfio_user_recv(proxy->name, hdr.id,
                          vfio_user_command_name(hdr.command), hdr.size,
                          hdr.flags, nfds);
