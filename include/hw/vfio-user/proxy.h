@@ -264,10 +264,13 @@ int coroutine_fn vfio_user_co_send_recv(VFIOProxy *proxy, VFIOUserHdr *msg,
  * vfio_user_send_recv: vfio_user_co_send_recv() for any caller
  *
  * In a coroutine it is vfio_user_co_send_recv().  Otherwise it waits in
- * the way that suits the calling thread: aio_poll() in the proxy's
- * AioContext's home thread (for the main loop's: the main loop thread,
- * and vCPU threads, which hold the BQL), or a semaphore in other threads.
- * The server's DMA requests are served during the wait in every case.
+ * the way that suits the calling thread: in the proxy's AioContext's home
+ * thread (for the main loop's: the main loop thread, and vCPU threads,
+ * which hold the BQL) it polls the socket for its reply, busy for a
+ * while, then blocking, and runs the AioContext (aio_poll()) when the
+ * reply is not what it waits for; in other threads it sleeps on a
+ * semaphore.  The server's DMA requests are served during the wait in
+ * every case.
  */
 int vfio_user_send_recv(VFIOProxy *proxy, VFIOUserHdr *msg, VFIOUserFDs *fds,
                         uint32_t reply_max, unsigned int flags, Error **errp);
