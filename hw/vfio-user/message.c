@@ -89,8 +89,11 @@ void vfio_user_default_caps(VFIOUserCaps *caps)
     };
 }
 
-/* The header of @msg as it goes on the wire (little-endian). */
-VFIOUserHdr vfio_user_hdr_le(const VFIOUserHdr *msg)
+/*
+ * The header @msg between host byte order and the wire's (little-endian),
+ * either way: the swap is the same.
+ */
+VFIOUserHdr vfio_user_hdr_swap_le(const VFIOUserHdr *msg)
 {
     return (VFIOUserHdr) {
         .id = cpu_to_le16(msg->id),
@@ -121,6 +124,7 @@ uint32_t vfio_user_data_len(const VFIOUserHdr *msg)
     }
     return msg->size > fixed ? msg->size - fixed : 0;
 }
+
 /* Our proposal: what we support, and our limits. */
 GString *vfio_user_caps_json(void)
 {

@@ -31,8 +31,11 @@ int vfio_user_reply_errno(uint32_t error_reply);
 /* The spec's defaults, for a server that states no capability. */
 void vfio_user_default_caps(VFIOUserCaps *caps);
 
-/* The header of @msg as it goes on the wire (little-endian). */
-VFIOUserHdr vfio_user_hdr_le(const VFIOUserHdr *msg);
+/*
+ * The header @msg between host byte order and the wire's (little-endian),
+ * either way: for sending, and for a header received.
+ */
+VFIOUserHdr vfio_user_hdr_swap_le(const VFIOUserHdr *msg);
 
 /* The data a request carries, which max_data_xfer_size limits. */
 uint32_t vfio_user_data_len(const VFIOUserHdr *msg);

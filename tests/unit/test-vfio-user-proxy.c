@@ -11,6 +11,7 @@
 #include "qemu/osdep.h"
 #include <dirent.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include "qapi/error.h"
 #include "qemu/coroutine.h"
@@ -945,6 +946,81 @@ static void test_twin(void)
     g_assert_cmpint(failed_calls, ==, 0);
 }
 
+/*
+ * A server that stops reading its twin socket holds the handler in the
+ * write of a reply: when the connection fails (EOF on the main socket),
+ * the writer is woken (qio_channel_wake_write()) and the proxy can be
+ * freed, which waits for the handler to end.
+ */
+static QemuSemaphore twin_stuck_freed;
+
+static void srv_twin_stuck(TestServer *s)
+{
+    static const char caps[] = "{\"capabilities\":{\"twin_socket\":"
+        "{\"supported\":true,\"fd_index\":0}}}";
+    g_autofree char *buf = g_malloc0(4096);
+    char payload[256];
+    VFIOUserDMARW req = {
+        .hdr = {
+            .size = sizeof(req), .command = VFIO_USER_DMA_READ,
+        },
+        .address = cpu_to_le64(0),
+        .count = cpu_to_le64(sizeof(guest_mem)),
+    };
+    VFIOUserHdr h = srv_expect(s, VFIO_USER_VERSION, buf, 4095);
+    int sv[2], main_fd, queued = -1, last, i;
+
+    SRV_CHECK(s, !socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+    srv_reply(s, &h, payload, version_payload(payload, 0, 1, caps,
+                                              sizeof(caps)), &sv[1], 1);
+    close(sv[1]);
+    srv_expect(s, VFIO_USER_REGION_READ, buf, 16);
+
+    /* More replies than the socket holds, never read */
+    main_fd = s->fd;
+    s->fd = sv[0];
+    for (i = 0; i < 16; i++) {
+        req.hdr.id = i;
+        srv_send(s, &req.hdr, &req.address, sizeof(req) - sizeof(req.hdr),
+                 NULL, 0);
+    }
+    s->fd = main_fd;
+    /* Until the replies stop coming: the handler waits for room */
+    do {
+        last = queued;
+        g_usleep(50 * 1000);
+        SRV_CHECK(s, !ioctl(sv[0], FIONREAD, &queued));
+    } while (queued != last || queued <= 0);
+
+    /* EOF; the twin stays open, unread, until the proxy is gone */
+    shutdown(s->fd, SHUT_WR);
+    srv_until_eof(s);
+    qemu_sem_wait(&twin_stuck_freed);
+    close(sv[0]);
+}
+
+static void test_twin_stuck(void)
+{
+    TestServer s;
+    VFIOProxy *proxy;
+    Error *err = NULL;
+    uint32_t v;
+
+    qemu_sem_init(&twin_stuck_freed, 0);
+    proxy = connect_to(&s, srv_twin_stuck, NULL);
+    dma_calls = 0;
+    g_assert_cmpint(do_read(proxy, 0, &v, &err), ==, -ECONNRESET);
+    g_assert(err);
+    error_free(err);
+    g_assert_cmpint(failed_calls, ==, 1);
+    g_assert_cmpint(dma_calls, >, 0);
+    g_assert_cmpint(vfio_user_proxy_state(proxy), ==, VFIO_PROXY_FAILED);
+    vfio_user_proxy_free(proxy);
+    qemu_sem_post(&twin_stuck_freed);
+    server_join(&s);
+    qemu_sem_destroy(&twin_stuck_freed);
+}
+
 /* Posted writes go out in order, before a later read */
 
 static void srv_posted(TestServer *s)
@@ -1633,6 +1709,7 @@ int main(int argc, char **argv)
     g_test_add_func("/vfio-user-proxy/concurrent", test_concurrent);
     g_test_add_func("/vfio-user-proxy/interleave", test_interleave);
     g_test_add_func("/vfio-user-proxy/twin", test_twin);
+    g_test_add_func("/vfio-user-proxy/twin-stuck", test_twin_stuck);
     g_test_add_func("/vfio-user-proxy/posted", test_posted);
     g_test_add_func("/vfio-user-proxy/send-fds", test_send_fds);
     for (i = 0; i < ARRAY_SIZE(bad_cases); i++) {

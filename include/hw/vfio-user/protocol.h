@@ -112,9 +112,6 @@ typedef struct VFIOUserDMAUnmap {
     uint64_t size;
 } VFIOUserDMAUnmap;
 
-#define VFIO_USER_DMA_UNMAP_DIRTY       (1u << 0)
-#define VFIO_USER_DMA_UNMAP_ALL         (1u << 1)
-
 /* VFIO_USER_DEVICE_GET_INFO request and reply. */
 typedef struct VFIOUserDeviceInfo {
     VFIOUserHdr hdr;

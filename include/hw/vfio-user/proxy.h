@@ -11,11 +11,19 @@
  * - in a coroutine running in the proxy's AioContext:
  *   vfio_user_co_send_recv();
  * - anywhere else: vfio_user_send_recv(), which picks the way to wait
- *   (the calling coroutine yields; the main loop thread, or any thread
- *   holding the BQL when the proxy runs in the main loop, polls the
- *   AioContext; other threads sleep on a semaphore);
+ *   (a calling coroutine yields; the AioContext's home thread, which for
+ *   the main loop's is the main loop thread or any thread holding the
+ *   BQL, polls the socket itself while its reply is due, adaptively, and
+ *   runs the AioContext otherwise; other threads sleep on a semaphore);
  * - a vCPU thread that must let other vCPUs run during a long wait:
  *   vfio_user_send_recv_unlocked() (drops the BQL while it sleeps).
+ *
+ * How a connection ends, from the owner's side: vfio_user_proxy_lost()
+ * (the server is lost: FAILED, and the failed callback is called, as
+ * when the proxy finds it lost itself), vfio_user_proxy_abort() (FAILED,
+ * no callback; does not block), vfio_user_proxy_close() (CLOSED, no
+ * callback; blocks until the channel's coroutines have ended and
+ * releases it), vfio_user_proxy_free().
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -256,10 +264,13 @@ int coroutine_fn vfio_user_co_send_recv(VFIOProxy *proxy, VFIOUserHdr *msg,
  * vfio_user_send_recv: vfio_user_co_send_recv() for any caller
  *
  * In a coroutine it is vfio_user_co_send_recv().  Otherwise it waits in
- * the way that suits the calling thread: aio_poll() in the proxy's
- * AioContext's home thread (for the main loop's: the main loop thread,
- * and vCPU threads, which hold the BQL), or a semaphore in other threads.
- * The server's DMA requests are served during the wait in every case.
+ * the way that suits the calling thread: in the proxy's AioContext's home
+ * thread (for the main loop's: the main loop thread, and vCPU threads,
+ * which hold the BQL) it polls the socket for its reply, busy for a
+ * while, then blocking, and runs the AioContext (aio_poll()) when the
+ * reply is not what it waits for; in other threads it sleeps on a
+ * semaphore.  The server's DMA requests are served during the wait in
+ * every case.
  */
 int vfio_user_send_recv(VFIOProxy *proxy, VFIOUserHdr *msg, VFIOUserFDs *fds,
                         uint32_t reply_max, unsigned int flags, Error **errp);
