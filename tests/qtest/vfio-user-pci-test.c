@@ -28,6 +28,7 @@
 #include "qobject/qjson.h"
 #include "qobject/qlist.h"
 #include "qapi/error.h"
+#include "tests/vfio-user/count-fds.h"
 
 #define EDU_VENDOR          0x1234
 #define EDU_DEVICE          0x11e8
@@ -285,20 +286,6 @@ static void client_end(QTestState *qts, QPCIBus *bus, QPCIDevice *dev,
     g_free(dev);
     qpci_free_pc(bus);
     qtest_quit(qts);
-}
-
-static int count_fds(pid_t pid)
-{
-    g_autofree char *path = g_strdup_printf("/proc/%d/fd", pid);
-    GDir *dir = g_dir_open(path, 0, NULL);
-    int n = 0;
-
-    g_assert(dir);
-    while (g_dir_read_name(dir)) {
-        n++;
-    }
-    g_dir_close(dir);
-    return n;
 }
 
 /* Hot-add vfio-user-pci through QMP; return the error text or NULL. */
@@ -716,10 +703,10 @@ static void test_realize_unwind(void)
             assert_contains(msg, s->sock);
         }
         if (round == 0) {
-            fds0 = count_fds(qtest_pid(qts));
+            fds0 = test_count_fds(qtest_pid(qts));
         }
     }
-    g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
+    g_assert_cmpint(test_count_fds(qtest_pid(qts)), <=, fds0);
     assert_alive(qts);
     qtest_quit(qts);
 }
@@ -956,11 +943,11 @@ static void test_edu_dma(void)
             g_assert(memcmp(in, out, len) == 0);
         }
         if (round == 0) {
-            fds0 = count_fds(qtest_pid(qts));
+            fds0 = test_count_fds(qtest_pid(qts));
         }
     }
     /* Many transfers leave no descriptor behind. */
-    g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
+    g_assert_cmpint(test_count_fds(qtest_pid(qts)), <=, fds0);
 
     client_end(qts, bus, dev, bar0);
 }
@@ -1337,10 +1324,10 @@ static void test_fault_dma(void)
         qobject_unref(ev);
 
         if (round == 0) {
-            fds0 = count_fds(qtest_pid(qts));
+            fds0 = test_count_fds(qtest_pid(qts));
         }
     }
-    g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
+    g_assert_cmpint(test_count_fds(qtest_pid(qts)), <=, fds0);
     assert_alive(qts);
 
     client_end(qts, bus, dev, bar0);
@@ -1505,10 +1492,10 @@ static void test_fault_dma_remap(void)
         /* The rest of memory is unaffected */
         g_assert_cmpint(fault_dma(dev, bar0, s, 5, 0x123450, NULL), ==, 0);
         if (round == 2) {
-            fds0 = count_fds(qtest_pid(qts));
+            fds0 = test_count_fds(qtest_pid(qts));
         }
     }
-    g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
+    g_assert_cmpint(test_count_fds(qtest_pid(qts)), <=, fds0);
 
     qpci_iounmap(dev, bar0);
     g_free(host);
@@ -1563,16 +1550,16 @@ static void test_edu_dma_remap(void)
             g_assert(!memcmp(in, out, sizeof(in)));
         }
         if (round == 2) {
-            fds0 = count_fds(qtest_pid(qts));
-            sfds0 = count_fds(s->pid);
+            fds0 = test_count_fds(qtest_pid(qts));
+            sfds0 = test_count_fds(s->pid);
         }
     }
-    g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
+    g_assert_cmpint(test_count_fds(qtest_pid(qts)), <=, fds0);
     /* The server closes an unmapped region's fd after an RCU grace period */
-    for (int i = 0; i < 100 && count_fds(s->pid) > sfds0; i++) {
+    for (int i = 0; i < 100 && test_count_fds(s->pid) > sfds0; i++) {
         g_usleep(10 * 1000);
     }
-    g_assert_cmpint(count_fds(s->pid), <=, sfds0);
+    g_assert_cmpint(test_count_fds(s->pid), <=, sfds0);
 
     qpci_iounmap(dev, bar0);
     g_free(host);
@@ -1900,10 +1887,10 @@ static void test_hotplug(void)
         qpci_unplug_acpi_device_test(qts, "vu0", SLOT);
         if (i == 1) {
             /* after the first cycle, once lazily allocated things exist */
-            fds0 = count_fds(qtest_pid(qts));
+            fds0 = test_count_fds(qtest_pid(qts));
         }
     }
-    g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
+    g_assert_cmpint(test_count_fds(qtest_pid(qts)), <=, fds0);
     qtest_quit(qts);
 }
 
@@ -1965,11 +1952,11 @@ static void test_reconnect_gpio(void)
         }
         gpio_check(qts);
         if (i == 1) {
-            fds0 = count_fds(qtest_pid(qts));
+            fds0 = test_count_fds(qtest_pid(qts));
             rss0 = rss_kib(qtest_pid(qts));
         }
     }
-    g_assert_cmpint(count_fds(qtest_pid(qts)), <=, fds0);
+    g_assert_cmpint(test_count_fds(qtest_pid(qts)), <=, fds0);
     g_assert_cmpint(rss_kib(qtest_pid(qts)) - rss0, <, 4096);
     qtest_quit(qts);
     /* Each loss is reported once, each return too */
@@ -2547,7 +2534,7 @@ static void test_migrate_cancel(void)
 
     peer_bar1_fill(dev, bar1, 1);
     qtest_memset(src, 1 * MiB, 0x5a, 96 * MiB);
-    fds0 = count_fds(qtest_pid(src));
+    fds0 = test_count_fds(qtest_pid(src));
     mig_set_bandwidth(src, 8 * MiB);
     mig_migrate(src, uri);
     g_usleep(500 * 1000);
@@ -2565,7 +2552,7 @@ static void test_migrate_cancel(void)
     qtest_memset(src, 0, 0, 16 * KiB);
     peer_arm_timer(dev, bar0, 1);
     peer_wait_dma(src);
-    g_assert_cmpint(count_fds(qtest_pid(src)), <=, fds0);
+    g_assert_cmpint(test_count_fds(qtest_pid(src)), <=, fds0);
     client_end(src, bus, dev, bar1);
 }
 
@@ -2599,7 +2586,7 @@ static void test_migrate_fail(const char *src_mode, const char *dst_mode)
     int fds0, i;
 
     qpci_io_writel(dev, bar0, 0x10, 0x600d600d);
-    fds0 = count_fds(qtest_pid(src));
+    fds0 = test_count_fds(qtest_pid(src));
     mig_migrate(src, uri);
     status = mig_wait_end(src, &err);
     g_test_message("migration %s: %s", status, err ?: "");
@@ -2628,7 +2615,7 @@ static void test_migrate_fail(const char *src_mode, const char *dst_mode)
         g_assert(file_contains(a->log, "\"state\": 2"));
     }
     g_assert_cmphex(qpci_io_readl(dev, bar0, 0x10), ==, 0x600d600d);
-    g_assert_cmpint(count_fds(qtest_pid(src)), <=, fds0);
+    g_assert_cmpint(test_count_fds(qtest_pid(src)), <=, fds0);
     assert_alive(src);
     client_end(src, bus, dev, bar0);
 }

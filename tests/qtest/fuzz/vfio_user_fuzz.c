@@ -48,6 +48,7 @@
 #include "qemu/thread.h"
 #include "hw/vfio-user/pci.h"
 #include "tests/qtest/libqtest.h"
+#include "tests/vfio-user/count-fds.h"
 #include "fuzz.h"
 
 #define MAX_FDS         8
@@ -471,20 +472,6 @@ static void fuzz_drain(void *opaque)
     }
 }
 
-/* The number of open descriptors: an input must not leave one behind */
-static int fuzz_count_fds(void)
-{
-    GDir *dir = g_dir_open("/proc/self/fd", 0, NULL);
-    int n = 0;
-
-    g_assert(dir);
-    while (g_dir_read_name(dir)) {
-        n++;
-    }
-    g_dir_close(dir);
-    return n;
-}
-
 /* VFIO_DEVICE_FEATURE through the device's I/O ops */
 static int fuzz_feature(VFIODevice *vbasedev, uint32_t flags, void *data,
                         size_t size)
@@ -598,7 +585,8 @@ static void vfio_user_fuzz(QTestState *s, const unsigned char *data,
     QDict *opts;
     DeviceState *dev;
     Error *err = NULL;
-    int nfds = fuzz_count_fds();
+    /* An input must not leave a descriptor behind */
+    int nfds = test_count_fds(0);
 
     if (!initialized) {
         signal(SIGPIPE, SIG_IGN);
@@ -679,13 +667,13 @@ static void vfio_user_fuzz(QTestState *s, const unsigned char *data,
      * vfio_user_fuzz_warm_up()); a region's descriptor is closed after a
      * grace period.
      */
-    if (initialized && fuzz_count_fds() > nfds) {
+    if (initialized && test_count_fds(0) > nfds) {
         drain_call_rcu();
         flush_events(s);
     }
-    if (initialized && fuzz_count_fds() > nfds) {
+    if (initialized && test_count_fds(0) > nfds) {
         fprintf(stderr, "vfio-user-pci-fuzz: %d descriptors leaked\n",
-                fuzz_count_fds() - nfds);
+                test_count_fds(0) - nfds);
         abort();
     }
     initialized = true;
