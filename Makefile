@@ -52,8 +52,15 @@ build: setup
 	    grep -B2 -A12 -m3 -E 'error|FAILED' $(BUILD)/ninja.log; \
 	    echo "build failed: see build/ninja.log"; exit 1; }
 	@tail -n 1 $(BUILD)/ninja.log
-	@$(TOP)/tests/vfio-user/peers/build-libvfio-user $(TOP)
-	@$(TOP)/tests/vfio-user/peers/build-spdk $(TOP)
+	@$(TOP)/tools-tests/peers/build-libvfio-user $(TOP)
+	@$(TOP)/tools-tests/peers/build-spdk $(TOP)
+	@$(TOP)/tools-tests/mkguest $(BUILD)/guest
+	@# Where the device tests look for the peers by default (the
+	@# VFIO_USER_TEST_* variables of tests/vfio-user/guest-lib.sh)
+	@mkdir -p $(QBUILD)/vfio-user-peers && \
+	ln -sfn $(BUILD)/guest $(QBUILD)/vfio-user-peers/guest && \
+	ln -sfn $(BUILD)/peers/spdk $(QBUILD)/vfio-user-peers/spdk && \
+	ln -sfn $(BUILD)/peers/libvfio-user/build/samples $(QBUILD)/vfio-user-peers/libvfio-user
 
 check-patches:
 	@$(TOP)/scripts/tree check
@@ -80,7 +87,7 @@ check: setup
 	@echo "fuzz: building the fuzz targets (build/qemu/build-fuzz, build/fuzz)"
 	@$(TOP)/scripts/fuzz 0 > $(BUILD)/fuzz-build.log 2>&1 || \
 	    { tail -n 30 $(BUILD)/fuzz-build.log; echo "see build/fuzz-build.log"; exit 1; }
-	@/usr/bin/python3 $(TOP)/tests/vfio-user/run-tests $(TESTS)
+	@/usr/bin/python3 $(TOP)/tools-tests/run-tests $(TESTS)
 
 # The unit test and the qtest under UBSan, in a second build directory
 # (build/qemu/build-ubsan); not part of check: it is a second QEMU build.

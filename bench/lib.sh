@@ -1,14 +1,15 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # What the guest benchmarks of bench/ share.  Source it with the name of
 # the benchmark: its logs and sockets go to build/bench/NAME (emptied),
-# and the test helpers (tests/vfio-user/lib.sh, guest-lib.sh) are loaded.
+# and the test helpers (tests/vfio-user/lib.sh, guest-lib.sh) are loaded,
+# with the peers of make build (tools-tests/env.sh).
 #
 #   . "$(dirname "$0")/lib.sh" NAME
 
 set -eu
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=$top/build/bench
-export VFIO_USER_TOP=$top
+. "$top/tools-tests/env.sh"
 export TEST_TMPDIR=$out/$1
 rm -rf "$TEST_TMPDIR"
 mkdir -p "$TEST_TMPDIR"

@@ -5,7 +5,7 @@
 # socket, with QEMU's default migration parameters: downtime and total
 # time as query-migrate reports them, medians over ROUNDS migrations,
 # for the guest without a vfio-user device and with the newer
-# libvfio-user's server sample (tests/vfio-user/peers), with its DMA
+# libvfio-user's server sample (tools-tests/peers), with its DMA
 # logging and with the fallback that sends all mapped memory again in
 # stop-and-copy (x-device-dirty-page-tracking=off).  Printed, not
 # asserted.

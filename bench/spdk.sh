@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# NVMe over SPDK's NVMe target (tests/vfio-user/peers/build-spdk), in its
+# NVMe over SPDK's NVMe target (tools-tests/peers/build-spdk), in its
 # default configuration (BAR0's doorbells mmap-ed) and with -M (doorbells
 # by message): our vfio-user-pci against QEMU 10.2's upstream client
 # (built by 'make bench-peers'; skipped without it), and the same NVMe

@@ -4,8 +4,17 @@
  * Each test starts its own server on its own temporary socket: QEMU's
  * x-vfio-user-server (serving edu), the libvfio-user samples
  * (gpio-pci-idio-16, server), or our scripted fault server
- * (tests/vfio-user/fault-server.py).  Servers are killed when the test
- * ends, pass or fail.
+ * (tests/vfio-user/fault-server.py), and the samples of a newer
+ * libvfio-user than QEMU's subproject (migration, region ioeventfds).
+ * Servers are killed when the test ends, pass or fail.
+ *
+ * A test whose server is missing is skipped, and says why:
+ * x-vfio-user-server and the subproject's samples need
+ * --enable-vfio-user-server, the fault server needs Python (PYTHON, set
+ * by meson, or python3 in PATH; VFIO_USER_FAULT_SERVER is the script,
+ * set by meson too), and the newer libvfio-user's samples are looked for
+ * in VFIO_USER_TEST_LIBVFIO_USER (default: vfio-user-peers/libvfio-user
+ * in the build directory).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -63,6 +72,150 @@ static char *build_path(const char *rel)
     g_autofree char *dir = g_path_get_dirname(qemu_bin());
 
     return g_build_filename(dir, rel, NULL);
+}
+
+static char *build_path2(const char *rel, const char *name)
+{
+    g_autofree char *dir = build_path(rel);
+
+    return g_build_filename(dir, name, NULL);
+}
+
+/* Python, for the fault server: meson's (PYTHON), or python3 in PATH */
+static char *python_bin(void)
+{
+    const char *python = g_getenv("PYTHON");
+
+    return g_find_program_in_path(python ?: "python3");
+}
+
+/* tests/vfio-user/fault-server.py: meson says where it is */
+static char *fault_server_script(void)
+{
+    const char *script = g_getenv("VFIO_USER_FAULT_SERVER");
+
+    return script ? g_strdup(script)
+                  : build_path("../tests/vfio-user/fault-server.py");
+}
+
+/* The newer libvfio-user's sample @name */
+static char *peer_path(const char *name)
+{
+    const char *dir = g_getenv("VFIO_USER_TEST_LIBVFIO_USER");
+
+    return dir ? g_build_filename(dir, name, NULL)
+               : build_path2("vfio-user-peers/libvfio-user", name);
+}
+
+/*
+ * What a test needs besides this QEMU and its qtest; without it the test
+ * is skipped (missing() says why).
+ */
+enum {
+    NEEDS_REMOTE = 1 << 0,      /* x-vfio-user-server */
+    NEEDS_SAMPLES = 1 << 1,     /* the libvfio-user subproject's samples */
+    NEEDS_FAULT = 1 << 2,       /* Python and the fault server */
+    NEEDS_PEER = 1 << 3,        /* the newer libvfio-user's samples */
+};
+
+static bool have_remote_server(void)
+{
+    static int have = -1;
+
+    if (have < 0) {
+        g_autofree char *out = NULL;
+        char *argv[] = {
+            (char *)qemu_bin(), (char *)"-object", (char *)"help", NULL
+        };
+
+        have = g_spawn_sync(NULL, argv, NULL, G_SPAWN_STDERR_TO_DEV_NULL,
+                            NULL, NULL, &out, NULL, NULL, NULL) &&
+               strstr(out, "x-vfio-user-server");
+    }
+    return have;
+}
+
+static char *missing(unsigned needs)
+{
+    if (needs & NEEDS_REMOTE && !have_remote_server()) {
+        return g_strdup("this QEMU has no x-vfio-user-server "
+                        "(configure --enable-vfio-user-server)");
+    }
+    if (needs & NEEDS_SAMPLES) {
+        g_autofree char *bin = build_path(
+            "subprojects/libvfio-user/samples/gpio-pci-idio-16");
+
+        if (!g_file_test(bin, G_FILE_TEST_IS_EXECUTABLE)) {
+            return g_strdup_printf("no libvfio-user samples (%s; configure "
+                                   "--enable-vfio-user-server)", bin);
+        }
+    }
+    if (needs & NEEDS_FAULT) {
+        g_autofree char *python = python_bin();
+        g_autofree char *script = fault_server_script();
+
+        if (!python) {
+            return g_strdup_printf("no Python for the fault server (%s)",
+                                   g_getenv("PYTHON") ?: "python3 in PATH");
+        }
+        if (!g_file_test(script, G_FILE_TEST_EXISTS)) {
+            return g_strdup_printf("no fault server %s "
+                                   "(VFIO_USER_FAULT_SERVER)", script);
+        }
+    }
+    if (needs & NEEDS_PEER) {
+        g_autofree char *bin = peer_path("server");
+
+        if (!g_file_test(bin, G_FILE_TEST_IS_EXECUTABLE)) {
+            return g_strdup_printf("the newer libvfio-user's samples are "
+                                   "not built (no %s; "
+                                   "VFIO_USER_TEST_LIBVFIO_USER)", bin);
+        }
+    }
+    return NULL;
+}
+
+typedef struct TestCase {
+    unsigned needs;
+    void (*fn)(void);
+    GTestDataFunc data_fn;
+    const void *data;
+} TestCase;
+
+static void run_test(const void *opaque)
+{
+    const TestCase *t = opaque;
+    g_autofree char *why = missing(t->needs);
+
+    if (why) {
+        g_test_skip(why);
+        return;
+    }
+    if (t->fn) {
+        t->fn();
+    } else {
+        t->data_fn(t->data);
+    }
+}
+
+static void add_test_case(const char *path, TestCase tc)
+{
+    qtest_add_data_func_full(path, g_memdup2(&tc, sizeof(tc)), run_test,
+                             g_free);
+}
+
+/* Register test @fn, which needs @needs (NEEDS_*) */
+static void add_test(const char *path, unsigned needs, void (*fn)(void))
+{
+    add_test_case(path, (TestCase) { .needs = needs, .fn = fn });
+}
+
+static void add_data_test(const char *path, unsigned needs,
+                          GTestDataFunc fn, const void *data)
+{
+    add_test_case(path, (TestCase) {
+        .needs = needs, .data_fn = fn, .data = data
+    });
 }
 
 /*
@@ -190,9 +343,10 @@ static Server *fault_start_opt(const char *mode, const char *opt,
                                const char *arg)
 {
     Server *s = server_new("fault.sock");
-    g_autofree char *script = build_path("../tests/vfio-user/fault-server.py");
+    g_autofree char *python = python_bin();
+    g_autofree char *script = fault_server_script();
     char *argv[] = {
-        (char *)"/usr/bin/python3", script, (char *)"--socket", s->sock,
+        python, script, (char *)"--socket", s->sock,
         (char *)"--mode", (char *)mode, (char *)"--log", s->log,
         (char *)opt, (char *)arg, NULL
     };
@@ -2182,22 +2336,20 @@ static void test_reconnect_unplug(void)
 #define MIG_RAM_SIZE        (128 * MiB)
 #define MIG_MACHINE         "-machine pc,memory-backend=mem -display none " \
     "-m 128M -object memory-backend-memfd,id=mem,size=128M,share=on "
-/* The newer libvfio-user's server sample (tests/vfio-user/peers/) */
+/* The newer libvfio-user's server sample */
 #define PEER_BAR1_SIZE      0x4000
 /* Where its timer's DMA lands: directly at 0, by messages at 8 KiB */
 #define PEER_DMA_DIRECT     0
 #define PEER_DMA_MSG        8192
 
 /*
- * A sample of the newer libvfio-user (build/peers, see tests/vfio-user/),
+ * A sample of the newer libvfio-user (VFIO_USER_TEST_LIBVFIO_USER),
  * verbose, with option @opt.
  */
 static Server *peer_start_opt(const char *name, const char *opt)
 {
     Server *s = server_new("peer.sock");
-    g_autofree char *rel = g_strdup_printf(
-        "../../peers/libvfio-user/build/samples/%s", name);
-    g_autofree char *bin = build_path(rel);
+    g_autofree char *bin = peer_path(name);
     char *argv[] = { bin, (char *)"-v", (char *)opt, s->sock, NULL };
 
     if (!opt) {
@@ -2205,10 +2357,6 @@ static Server *peer_start_opt(const char *name, const char *opt)
         argv[3] = NULL;
     }
 
-    if (!g_file_test(bin, G_FILE_TEST_IS_EXECUTABLE)) {
-        g_error("%s is not built (tests/vfio-user/peers/build-libvfio-user)",
-                bin);
-    }
     return server_spawn(argv, s);
 }
 
@@ -2749,60 +2897,69 @@ int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
 
-    qtest_add_func("/vfio-user-pci/edu/registers", test_edu_registers);
-    qtest_add_func("/vfio-user-pci/edu/reset", test_edu_reset);
-    qtest_add_func("/vfio-user-pci/edu/dma", test_edu_dma);
-    qtest_add_func("/vfio-user-pci/edu/msi", test_edu_msi);
-    qtest_add_func("/vfio-user-pci/edu/intx", test_edu_intx);
-    qtest_add_func("/vfio-user-pci/edu/dma-remap", test_edu_dma_remap);
-    qtest_add_func("/vfio-user-pci/nvme/msix", test_nvme_msix);
-    qtest_add_func("/vfio-user-pci/socket-forms", test_socket_forms);
-    qtest_add_func("/vfio-user-pci/gpio", test_gpio);
-    qtest_add_func("/vfio-user-pci/server-sparse-bar", test_server_sparse_bar);
-    qtest_add_func("/vfio-user-pci/sparse-areas", test_sparse_areas);
-    qtest_add_func("/vfio-user-pci/server-dma-messages",
-                   test_server_dma_messages);
-    qtest_add_func("/vfio-user-pci/bad-input", test_bad_input);
-    qtest_add_func("/vfio-user-pci/realize-unwind", test_realize_unwind);
-    qtest_add_func("/vfio-user-pci/viommu-no-caching-mode",
-                   test_viommu_no_caching_mode);
-    qtest_add_func("/vfio-user-pci/dimm-hotplug", test_dimm_hotplug);
-    qtest_add_func("/vfio-user-pci/fault-dma", test_fault_dma);
-    qtest_add_func("/vfio-user-pci/fault-dma-remap", test_fault_dma_remap);
-    qtest_add_func("/vfio-user-pci/fault-dma-map-refused",
-                   test_fault_dma_map_refused);
-    qtest_add_func("/vfio-user-pci/fault-dma-big-write",
-                   test_fault_dma_big_write);
-    qtest_add_func("/vfio-user-pci/disconnect", test_disconnect);
-    qtest_add_func("/vfio-user-pci/unplug-hung", test_unplug_hung);
-    qtest_add_func("/vfio-user-pci/fault-burst", test_fault_burst);
-    qtest_add_func("/vfio-user-pci/help", test_help);
-    qtest_add_func("/vfio-user-pci/reconnect/gpio", test_reconnect_gpio);
-    qtest_add_func("/vfio-user-pci/reconnect/edu", test_reconnect_edu);
-    qtest_add_func("/vfio-user-pci/reconnect/keep-state",
-                   test_reconnect_keep_state);
-    qtest_add_func("/vfio-user-pci/reconnect/wrong-device",
-                   test_reconnect_wrong_device);
-    qtest_add_func("/vfio-user-pci/reconnect/fd", test_reconnect_fd);
-    qtest_add_func("/vfio-user-pci/reconnect/unplug", test_reconnect_unplug);
-    qtest_add_func("/vfio-user-pci/hotplug", test_hotplug);
-    qtest_add_data_func("/vfio-user-pci/ioeventfd/shadow", NULL,
-                        test_ioeventfd);
-    qtest_add_data_func("/vfio-user-pci/ioeventfd/plain", "plain",
-                        test_ioeventfd);
-    qtest_add_func("/vfio-user-pci/ioeventfd/bad", test_ioeventfd_bad);
-    qtest_add_func("/vfio-user-pci/migration/server", test_migrate_server);
-    qtest_add_func("/vfio-user-pci/migration/server-fallback",
-                   test_migrate_server_fallback);
-    qtest_add_func("/vfio-user-pci/migration/server-untracked",
-                   test_migrate_server_untracked);
-    qtest_add_func("/vfio-user-pci/migration/blocked", test_migrate_blocked);
-    qtest_add_func("/vfio-user-pci/migration/cancel", test_migrate_cancel);
-    qtest_add_func("/vfio-user-pci/migration/refused", test_migrate_refused);
-    qtest_add_func("/vfio-user-pci/migration/source-died",
-                   test_migrate_source_died);
-    qtest_add_func("/vfio-user-pci/migration/back-and-forth",
-                   test_migrate_back_and_forth);
+    add_test("/vfio-user-pci/edu/registers", NEEDS_REMOTE, test_edu_registers);
+    add_test("/vfio-user-pci/edu/reset", NEEDS_REMOTE, test_edu_reset);
+    add_test("/vfio-user-pci/edu/dma", NEEDS_REMOTE, test_edu_dma);
+    add_test("/vfio-user-pci/edu/msi", NEEDS_REMOTE, test_edu_msi);
+    add_test("/vfio-user-pci/edu/intx", NEEDS_REMOTE, test_edu_intx);
+    add_test("/vfio-user-pci/edu/dma-remap", NEEDS_REMOTE, test_edu_dma_remap);
+    add_test("/vfio-user-pci/nvme/msix", NEEDS_REMOTE, test_nvme_msix);
+    add_test("/vfio-user-pci/socket-forms", NEEDS_REMOTE, test_socket_forms);
+    add_test("/vfio-user-pci/gpio", NEEDS_SAMPLES, test_gpio);
+    add_test("/vfio-user-pci/server-sparse-bar", NEEDS_SAMPLES,
+             test_server_sparse_bar);
+    add_test("/vfio-user-pci/sparse-areas", NEEDS_FAULT, test_sparse_areas);
+    add_test("/vfio-user-pci/server-dma-messages", NEEDS_SAMPLES,
+             test_server_dma_messages);
+    add_test("/vfio-user-pci/bad-input", NEEDS_FAULT, test_bad_input);
+    add_test("/vfio-user-pci/realize-unwind", NEEDS_FAULT, test_realize_unwind);
+    add_test("/vfio-user-pci/viommu-no-caching-mode", NEEDS_REMOTE,
+             test_viommu_no_caching_mode);
+    add_test("/vfio-user-pci/dimm-hotplug", NEEDS_FAULT, test_dimm_hotplug);
+    add_test("/vfio-user-pci/fault-dma", NEEDS_FAULT, test_fault_dma);
+    add_test("/vfio-user-pci/fault-dma-remap", NEEDS_FAULT,
+             test_fault_dma_remap);
+    add_test("/vfio-user-pci/fault-dma-map-refused", NEEDS_FAULT,
+             test_fault_dma_map_refused);
+    add_test("/vfio-user-pci/fault-dma-big-write", NEEDS_FAULT,
+             test_fault_dma_big_write);
+    add_test("/vfio-user-pci/disconnect", NEEDS_REMOTE, test_disconnect);
+    add_test("/vfio-user-pci/unplug-hung", NEEDS_FAULT, test_unplug_hung);
+    add_test("/vfio-user-pci/fault-burst", NEEDS_FAULT, test_fault_burst);
+    add_test("/vfio-user-pci/help", 0, test_help);
+    add_test("/vfio-user-pci/reconnect/gpio", NEEDS_SAMPLES,
+             test_reconnect_gpio);
+    add_test("/vfio-user-pci/reconnect/edu", NEEDS_REMOTE, test_reconnect_edu);
+    add_test("/vfio-user-pci/reconnect/keep-state", NEEDS_FAULT,
+             test_reconnect_keep_state);
+    add_test("/vfio-user-pci/reconnect/wrong-device",
+             NEEDS_REMOTE | NEEDS_SAMPLES,
+             test_reconnect_wrong_device);
+    add_test("/vfio-user-pci/reconnect/fd", NEEDS_SAMPLES, test_reconnect_fd);
+    add_test("/vfio-user-pci/reconnect/unplug", NEEDS_SAMPLES,
+             test_reconnect_unplug);
+    add_test("/vfio-user-pci/hotplug", NEEDS_SAMPLES, test_hotplug);
+    add_data_test("/vfio-user-pci/ioeventfd/shadow", NEEDS_PEER,
+                  test_ioeventfd, NULL);
+    add_data_test("/vfio-user-pci/ioeventfd/plain", NEEDS_PEER,
+                  test_ioeventfd, "plain");
+    add_test("/vfio-user-pci/ioeventfd/bad", NEEDS_FAULT, test_ioeventfd_bad);
+    add_test("/vfio-user-pci/migration/server", NEEDS_PEER,
+             test_migrate_server);
+    add_test("/vfio-user-pci/migration/server-fallback", NEEDS_PEER,
+             test_migrate_server_fallback);
+    add_test("/vfio-user-pci/migration/server-untracked", NEEDS_PEER,
+             test_migrate_server_untracked);
+    add_test("/vfio-user-pci/migration/blocked", NEEDS_REMOTE | NEEDS_SAMPLES,
+             test_migrate_blocked);
+    add_test("/vfio-user-pci/migration/cancel", NEEDS_PEER,
+             test_migrate_cancel);
+    add_test("/vfio-user-pci/migration/refused", NEEDS_FAULT,
+             test_migrate_refused);
+    add_test("/vfio-user-pci/migration/source-died", NEEDS_FAULT,
+             test_migrate_source_died);
+    add_test("/vfio-user-pci/migration/back-and-forth", NEEDS_PEER,
+             test_migrate_back_and_forth);
 
     return g_test_run();
 }

@@ -1,9 +1,27 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Boot the test guest (tests/vfio-user/mkguest) with vfio-user-pci.
-# Source it after lib.sh.
+# Boot the test guest with vfio-user-pci.  Source it after lib.sh.
+#
+# The test peers, each found through the environment (default: in the
+# build directory's vfio-user-peers/); a test whose peer is missing is
+# skipped, and says which:
+#   VFIO_USER_TEST_GUEST         the guest: a directory holding vmlinuz
+#                                (x86_64 Linux with nvme, e1000e,
+#                                gpio-pci-idio-16 and virtio-mem) and
+#                                initramfs.cpio.gz, whose /init runs the
+#                                test named by vfu.test= (guest/: its
+#                                init, test scripts and programs)
+#   VFIO_USER_TEST_SPDK          SPDK's tree, built with vfio-user:
+#                                build/bin/nvmf_tgt and scripts/rpc.py
+#   VFIO_USER_TEST_LIBVFIO_USER  the samples of a libvfio-user newer than
+#                                QEMU's subproject (migration v2)
+PEERS=$QEMU_BUILD/vfio-user-peers
+GUEST=${VFIO_USER_TEST_GUEST:-$PEERS/guest}
+SPDK=${VFIO_USER_TEST_SPDK:-$PEERS/spdk}
+PEER_SAMPLES=${VFIO_USER_TEST_LIBVFIO_USER:-$PEERS/libvfio-user}
 
-GUEST=$TOP/build/guest
-"$TOP/tests/vfio-user/mkguest" "$GUEST" >&2
+need_qemu
+[ -f "$GUEST/vmlinuz" ] && [ -f "$GUEST/initramfs.cpio.gz" ] ||
+    skip "no test guest in $GUEST (VFIO_USER_TEST_GUEST: vmlinuz and initramfs.cpio.gz)"
 
 # The -object of x-vfio-user-server on socket $1 for the device with id
 # d0 (QEMU 10.0 takes the server's socket in the JSON form only).
@@ -23,6 +41,8 @@ wait_server() {
 remote_server() {
     local name=$1
     shift
+    "$QEMU" -object help | grep -q '^  x-vfio-user-server$' ||
+        skip "this QEMU has no x-vfio-user-server (configure --enable-vfio-user-server)"
     "$QEMU" -machine x-remote,vfio-user=on,auto-shutdown=on -nodefaults \
         -display none "$@" \
         -object "$(server_object "$TMP/$name.sock")" \
@@ -31,18 +51,23 @@ remote_server() {
     wait_server "$name"
 }
 
-# sample_server NAME SAMPLE [ARGS...]: start a libvfio-user sample.
+# sample_server NAME SAMPLE [ARGS...]: start a libvfio-user sample of
+# $SAMPLES (QEMU's subproject; tests set it to $PEER_SAMPLES for the
+# newer libvfio-user's).
 sample_server() {
     local name=$1 sample=$2
     shift 2
+    [ -x "$SAMPLES/$sample" ] || {
+        [ "$SAMPLES" = "$PEER_SAMPLES" ] &&
+            skip "the newer libvfio-user's $sample is not built (no $SAMPLES/$sample; VFIO_USER_TEST_LIBVFIO_USER)"
+        skip "no libvfio-user sample $SAMPLES/$sample (configure --enable-vfio-user-server)"
+    }
     "$SAMPLES/$sample" "$@" "$TMP/$name.sock" > "$TMP/$name-server.log" 2>&1 &
     PIDS+=($!)
     wait_server "$name"
 }
 
-# SPDK's NVMe target (tests/vfio-user/peers/build-spdk), its libraries
-# and rpc.py; SPDK_SKIP says why it cannot run.
-SPDK=$TOP/build/peers/spdk
+# SPDK's NVMe target ($SPDK), its libraries and rpc.py
 SPDK_ENV="LD_LIBRARY_PATH=$SPDK/build/lib:$SPDK/build/libvfio-user/build-release/lib:$SPDK/isa-l/.libs"
 # Fixed namespace identifiers: a restarted target serves the same
 # namespace (Linux drops one whose identifiers change)
@@ -57,8 +82,8 @@ SPDK_NS_ARGS="-u $SPDK_UUID -g 6B1F5E2A0C3D4E8F9A7B1C2D3E4F5A6B -e 6B1F5E2A0C3D4
 spdk_server() {
     local name=$1 dir=$TMP/$1 i
     shift
-    [ -x "$SPDK/build/bin/nvmf_tgt" ] ||
-        fail "SPDK's nvmf_tgt is not built (make build)"
+    [ -x "$SPDK/build/bin/nvmf_tgt" ] && [ -f "$SPDK/scripts/rpc.py" ] ||
+        skip "SPDK's NVMe target is not built (no $SPDK/build/bin/nvmf_tgt or scripts/rpc.py; VFIO_USER_TEST_SPDK)"
     mkdir -p "$dir"
     rm -f "$dir/cntrl" "$dir/rpc.sock"
     [ -f "$TMP/$name.disk" ] || truncate -s 64M "$TMP/$name.disk"
@@ -72,7 +97,7 @@ spdk_server() {
         [ -S "$dir/rpc.sock" ] && break
         sleep 0.1
     done
-    /usr/bin/python3 "$SPDK/scripts/rpc.py" -s "$dir/rpc.sock" -t 30 \
+    "$PYTHON" "$SPDK/scripts/rpc.py" -s "$dir/rpc.sock" -t 30 \
         >> "$TMP/$name-server.log" 2>&1 <<RPC ||
 nvmf_create_transport -t VFIOUSER $*
 bdev_aio_create $TMP/$name.disk aio0 512 -u $SPDK_UUID
@@ -118,11 +143,13 @@ start_guest() {
         -append "console=ttyS0 quiet panic=-1 vfu.test=$test $GUEST_APPEND" \
         "$@" < /dev/null > "$GUEST_LOG" 2>&1 &
     GUEST_PID=$!
+    GUEST_PIDS+=("$GUEST_PID")
 }
 
 finish_guest() {
     local rc=0
     wait "$GUEST_PID" || rc=$?
+    forget_guest "$GUEST_PID"
     sed 's/^/guest| /' "$GUEST_LOG"
     [ $rc = 124 ] && fail "the guest did not finish within $GUEST_SECS s"
     grep -q "VFU-RESULT: PASS $GUEST_TEST" "$GUEST_LOG" ||

@@ -24,8 +24,7 @@
  *
  * With VFIO_USER_FUZZ_RECORD=SOCKET:FILE the target instead relays the
  * device to the real server listening on SOCKET and writes what it sent,
- * in the input format, to FILE: a seed made from a real conversation
- * (tests/fuzz/record-corpus).
+ * in the input format, to FILE: a seed made from a real conversation.
  *
  *   qemu-fuzz-x86_64 --fuzz-target=vfio-user-pci-fuzz CORPUS
  *
