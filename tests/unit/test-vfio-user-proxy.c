@@ -9,7 +9,6 @@
  */
 
 #include "qemu/osdep.h"
-#include <dirent.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -27,6 +26,7 @@
 #include "qobject/qjson.h"
 #include "hw/vfio-user/proxy.h"
 #include "trace/control.h"
+#include "tests/vfio-user/count-fds.h"
 
 /* Server side */
 
@@ -252,19 +252,6 @@ static const VFIOUserProxyOps test_ops = {
     .failed = test_failed,
 };
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-
-    g_assert(d);
-    while (readdir(d)) {
-        n++;
-    }
-    closedir(d);
-    return n;
-}
-
 static SocketAddress *fd_address(int fd)
 {
     SocketAddress *addr = g_new0(SocketAddress, 1);
@@ -482,7 +469,7 @@ static void test_version(const void *opaque)
     const VersionCase *c = opaque;
     TestServer s = { .opaque = (void *)c };
     Error *err = NULL;
-    int fds = count_fds();
+    int fds = test_count_fds(0);
     VFIOProxy *proxy = connect_to(&s, srv_version_case, c->error ? &err :
                                   NULL);
 
@@ -507,7 +494,7 @@ static void test_version(const void *opaque)
         g_assert_cmpint(caps->pgsizes, ==, 4096);
     }
     finish(&s, proxy);
-    g_assert_cmpint(count_fds(), ==, fds);
+    g_assert_cmpint(test_count_fds(0), ==, fds);
 }
 
 /* Connection through a UNIX socket path */
@@ -650,7 +637,7 @@ static void srv_concurrent(TestServer *s)
 static void test_concurrent(void)
 {
     TestServer s;
-    int fds = count_fds();
+    int fds = test_count_fds(0);
     VFIOProxy *proxy = connect_to(&s, srv_concurrent, NULL);
     CoRead c[NCONCURRENT];
     int i, done;
@@ -666,7 +653,7 @@ static void test_concurrent(void)
         }
     } while (done < NCONCURRENT);
     finish(&s, proxy);
-    g_assert_cmpint(count_fds(), ==, fds);
+    g_assert_cmpint(test_count_fds(0), ==, fds);
 }
 
 /* Server requests between a request and its reply */
@@ -1097,7 +1084,7 @@ static void srv_send_fds(TestServer *s)
 static void test_send_fds(void)
 {
     TestServer s;
-    int before = count_fds();
+    int before = test_count_fds(0);
     VFIOProxy *proxy = connect_to(&s, srv_send_fds, NULL);
     struct {
         VFIOUserIRQSet set;
@@ -1135,7 +1122,7 @@ static void test_send_fds(void)
         close(efds[i]);
     }
     finish(&s, proxy);
-    g_assert_cmpint(count_fds(), ==, before);
+    g_assert_cmpint(test_count_fds(0), ==, before);
 }
 
 /* Bad messages from the server */
@@ -1370,7 +1357,7 @@ static void test_bad(const void *opaque)
 {
     const BadCase *c = opaque;
     TestServer s;
-    int fds = count_fds();
+    int fds = test_count_fds(0);
     VFIOProxy *proxy = connect_to(&s, c->script, NULL);
     Error *err = NULL;
     uint32_t v;
@@ -1398,7 +1385,7 @@ static void test_bad(const void *opaque)
         g_assert_cmpint(failed_calls, ==, 0);
     }
     finish(&s, proxy);
-    g_assert_cmpint(count_fds(), ==, fds);
+    g_assert_cmpint(test_count_fds(0), ==, fds);
 }
 
 /* Disconnect with 16 waiters */

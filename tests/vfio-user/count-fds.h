@@ -1,6 +1,7 @@
 /*
  * The number of open file descriptors of a process, for the vfio-user
- * tests that check that nothing leaks one (the qtest, the fuzz target).
+ * tests that check that nothing leaks one (the unit test, the qtest,
+ * the fuzz target).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
