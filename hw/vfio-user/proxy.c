@@ -184,11 +184,17 @@ void vfio_user_hang_up(VFIOProxy *proxy, VFIOProxyState state, Error *err)
     if (proxy->twin.ioc) {
         qio_channel_shutdown(proxy->twin.ioc, QIO_CHANNEL_SHUTDOWN_BOTH,
                              NULL);
+    }
+    vfio_user_fail_waiters(proxy, err);
+    /*
+     * The queue goes before the writers are woken: the request handler,
+     * which a wake may enter at once, serves nothing more.
+     */
+    vfio_user_drop_requests(proxy);
+    if (proxy->twin.ioc) {
         qio_channel_wake_write(proxy->twin.ioc);
         qio_channel_wake_read(proxy->twin.ioc);
     }
-    vfio_user_fail_waiters(proxy, err);
-    vfio_user_drop_requests(proxy);
     vfio_user_writable(proxy);
     vfio_user_readable(proxy);
     vfio_user_recv_resume(proxy);

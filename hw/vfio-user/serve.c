@@ -46,7 +46,10 @@ struct VFIOUserRequest {
      * it came: little-endian, read with ld*_le_p() through the protocol's
      * struct (vfio_user_request_rw()).
      */
-    VFIOUserHdr msg;
+    /* 8-aligned (not only on 64-bit hosts): so are its 64-bit fields */
+    union {
+        VFIOUserHdr msg;
+    } QEMU_ALIGNED(8);
 };
 /* The payload's 64-bit fields are aligned in the request. */
 QEMU_BUILD_BUG_ON(offsetof(VFIOUserRequest, msg) % sizeof(uint64_t));

@@ -955,9 +955,12 @@ static void srv_twin_stuck(TestServer *s)
         .count = cpu_to_le64(sizeof(guest_mem)),
     };
     VFIOUserHdr h = srv_expect(s, VFIO_USER_VERSION, buf, 4095);
-    int sv[2], main_fd, queued = -1, last, i;
+    int sv[2], main_fd, queued = -1, last, i, small = 4096;
 
     SRV_CHECK(s, !socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+    /* Room for a few replies only, whatever the system's default */
+    SRV_CHECK(s, !setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &small,
+                             sizeof(small)));
     srv_reply(s, &h, payload, version_payload(payload, 0, 1, caps,
                                               sizeof(caps)), &sv[1], 1);
     close(sv[1]);
